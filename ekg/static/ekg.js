@@ -1,0 +1,1 @@
+// ekg browser client
