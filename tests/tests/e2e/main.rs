@@ -1,0 +1,16 @@
+//! End-to-end tests: the real reflektor and ekg binaries together, over loopback.
+//!
+//! Build the binaries first (`cargo build --bins`); the harness finds them next to this test.
+//!
+//! - `fanout`: one post reaches WebSocket and SSE clients on two hosts with the same seq.
+//! - `reflektor_faults`: reflektor SIGKILLed repeatedly under a stream of posts.
+//! - `host_faults`: an ekg host killed and rebuilt empty, stopped and resumed, and drained by SIGTERM.
+//! - `lagging`: a client that stops reading is cut off; the room and the server's memory are fine.
+//! - `bad_input`: a sweep of malformed requests, each with its documented answer.
+
+mod bad_input;
+mod fanout;
+mod host_faults;
+mod lagging;
+mod reflektor_faults;
+mod util;
