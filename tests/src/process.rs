@@ -51,6 +51,11 @@ pub struct Service {
 impl Service {
     /// Start `name` with `args` (which must not contain `--listen`) on an ephemeral port.
     pub async fn start(name: &'static str, args: Vec<String>, log_dir: &Path) -> Result<Service> {
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0)), args, log_dir).await
+    }
+
+    /// Start `name` listening on `addr`.
+    pub async fn start_on(name: &'static str, addr: SocketAddr, args: Vec<String>, log_dir: &Path) -> Result<Service> {
         let mut s = Service {
             name,
             bin: binary(name)?,
@@ -58,7 +63,7 @@ impl Service {
             log_dir: log_dir.to_path_buf(),
             child: None,
             starts: 0,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr,
         };
         s.spawn().await?;
         Ok(s)
