@@ -186,7 +186,10 @@ test('the client works from another origin', async (t) => {
     res.end(fs.readFileSync(path.join(staticDir, name)));
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise((r) => server.close(r)));
+  t.after(() => {
+    server.closeAllConnections();
+    return new Promise((r) => server.close(r));
+  });
   const origin = `http://127.0.0.1:${server.address().port}`;
   const corsEkg = await startEkg({ args: ['--cors-origin', origin] });
   t.after(() => corsEkg.stop());
@@ -212,10 +215,10 @@ test('screenshot of the demo page', async () => {
     ['dee', 'Shipping it.'],
   ];
   for (const [i, [user, text]] of lines.entries()) await api.post(ekg.url, room, { id: `d${i}`, user, text });
-  await api.put(ekg.url, room, 'd4', { id: 'd4', user: 'dee', text: 'Shipping it. 🚀 (after the checks pass)' });
+  await api.put(ekg.url, room, 'd4', { id: 'd4', user: 'dee', text: 'Shipping it (after the checks pass).' });
   const page = await openRoom(browser.context, ekg.url, { room, intake: ekg.url, token: TOKEN, user: 'you' });
   await waitForStatus(page, 'connected', 'ws');
-  await waitForTexts(page, [...lines.slice(0, 4).map(([, t]) => t), 'Shipping it. 🚀 (after the checks pass)']);
+  await waitForTexts(page, [...lines.slice(0, 4).map(([, t]) => t), 'Shipping it (after the checks pass).']);
   await api.event(ekg.url, room, { type: 'typing', data: { user: 'bob' }, ephemeral: true });
   await page.waitForFunction(() => document.querySelector('#typing').textContent !== '', null, { timeout: 10000 });
   await page.fill('#text', 'Looks good from here');
