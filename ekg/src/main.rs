@@ -1,1 +1,3 @@
+//! ekg binary.
+
 fn main() {}

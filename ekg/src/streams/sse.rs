@@ -1,0 +1,184 @@
+//! Server-Sent Events transport: `GET /rooms/{room}/sse?after=<seq>` (or `Last-Event-ID`).
+//!
+//! The response body is fed from a small bounded channel of `Bytes`: a `retry: 2000` line,
+//! then each frame's shared SSE encoding, and a `: ping` comment every `sse_keepalive`. The
+//! connection task ends when the client goes away (the body, and with it the channel's
+//! receiver, is dropped), after a final `event: lagging`, or after a `reconnect` frame.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::admit::{Admission, StreamQuery, acquire, parse_request};
+use super::drain::DrainTurn;
+use super::metrics::ConnectionMetrics;
+use super::pump::{Pump, PumpEnd};
+use crate::rooms::{Frame, Transport};
+use crate::state::AppState;
+
+/// First bytes of every stream: the client's reconnect delay, in ms.
+const RETRY: &[u8] = b"retry: 2000\n\n";
+/// The keepalive comment.
+const PING: &[u8] = b": ping\n\n";
+/// Chunks between the connection task and the response body. Small: the send queue proper is
+/// the pump's; this only lets the body take several frames per write.
+const BODY_CHANNEL: usize = 64;
+/// Longest wait to hand the last frame (lagging, reconnect) to a body that does not drain.
+const LAST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn handler(
+    State(state): State<AppState>,
+    room: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("(not visible ASCII)"));
+    let request = parse_request(
+        room.map(|Path(r)| r).map_err(|e| e.body_text()),
+        query.map(|Query(q)| q).map_err(|e| e.body_text()),
+        last_event_id,
+    );
+    let admission =
+        match request.and_then(|(room, after)| acquire(&state, Transport::Sse, room, after)) {
+            Ok(admission) => admission,
+            Err(err) => return err.into_response(),
+        };
+
+    let (body_tx, body_rx) = mpsc::channel::<Bytes>(BODY_CHANNEL);
+    tokio::spawn(serve(body_tx, state, admission));
+
+    let frames = futures_util::stream::unfold(body_rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
+    });
+    let body = futures_util::stream::once(async { Ok(Bytes::from_static(RETRY)) }).chain(frames);
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// How the live phase of a stream ended.
+enum Ending {
+    /// The client went away.
+    Gone,
+    Lagging,
+    RoomClosed,
+    Drain(DrainTurn),
+}
+
+impl From<PumpEnd> for Ending {
+    fn from(end: PumpEnd) -> Ending {
+        match end {
+            PumpEnd::Lagging => Ending::Lagging,
+            PumpEnd::RoomClosed => Ending::RoomClosed,
+        }
+    }
+}
+
+/// Run one SSE stream to its end, writing into the body channel.
+async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admission) {
+    let Admission {
+        sub,
+        permit: _permit,
+        task: _task,
+        turn,
+    } = admission;
+    let metrics = ConnectionMetrics::new(Transport::Sse);
+    let mut pump = Pump::new(sub, state.config.send_queue);
+
+    let every = state.config.sse_keepalive;
+    let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let drain = turn.wait(state.shutdown.clone());
+    tokio::pin!(drain);
+
+    let mut batch: VecDeque<Arc<Frame>> = VecDeque::new();
+    let ending = loop {
+        if batch.is_empty() {
+            pump.take_batch(&mut batch);
+        }
+        tokio::select! {
+            biased;
+            turn = &mut drain => break Ending::Drain(turn),
+            () = body_tx.closed() => break Ending::Gone,
+            sent = send_some(&body_tx, &mut batch), if !batch.is_empty() => match sent {
+                Some(n) => metrics.frames_sent(n),
+                None => break Ending::Gone,
+            },
+            filled = pump.fill() => {
+                if let Err(end) = filled {
+                    break end.into();
+                }
+            }
+            _ = keepalive.tick() => {
+                // A full channel means bytes are on their way anyway.
+                let _full_or_closed = body_tx.try_send(Bytes::from_static(PING));
+            }
+        }
+    };
+    drop(pump);
+
+    let last = match ending {
+        Ending::Gone => return,
+        Ending::Lagging => {
+            metrics.lagging();
+            tracing::debug!("ending lagging event stream");
+            Frame::lagging()
+        }
+        Ending::Drain(turn) => {
+            metrics.drained();
+            Frame::reconnect(turn.after_ms)
+        }
+        // The room was replaced; ending the stream makes the client resume.
+        Ending::RoomClosed => return,
+    };
+    match tokio::time::timeout(LAST_FRAME_TIMEOUT, body_tx.send(last.sse.clone())).await {
+        Ok(Ok(())) => metrics.frames_sent(1),
+        Ok(Err(_)) => {}
+        Err(_) => tracing::debug!("event stream did not take its last frame in time"),
+    }
+}
+
+/// Hand frames of `batch` to the body: wait for room for the first, then take as many as fit
+/// without waiting. `None` when the body is gone.
+///
+/// Cancel-safe: a frame leaves the batch only together with its send.
+async fn send_some(
+    body_tx: &mpsc::Sender<Bytes>,
+    batch: &mut VecDeque<Arc<Frame>>,
+) -> Option<usize> {
+    let permit = body_tx.reserve().await.ok()?;
+    let frame = batch.pop_front()?;
+    permit.send(frame.sse.clone());
+    let mut sent = 1;
+    while !batch.is_empty() {
+        let Ok(permit) = body_tx.try_reserve() else {
+            break;
+        };
+        if let Some(frame) = batch.pop_front() {
+            permit.send(frame.sse.clone());
+            sent += 1;
+        }
+    }
+    Some(sent)
+}
