@@ -1,10 +1,96 @@
-//! Streams: WebSocket and SSE subscribers.
+//! Streaming transports: WebSocket (`GET /rooms/{room}/ws`) and Server-Sent Events
+//! (`GET /rooms/{room}/sse`). Wire format: `docs/PROTOCOL.md` section 4.
+//!
+//! # Responsibility
+//!
+//! Turn one [`Subscription`](crate::rooms::Subscription) into a byte stream for one client, for
+//! as long as the client keeps up, and end it with a clear reason when it cannot (lagging), when
+//! it goes silent (idle), when its room is replaced (a new log), or when the host drains.
+//!
+//! # Admission (`admit.rs`)
+//!
+//! Before anything is upgraded or streamed: the room name and the cursor (`?after=`, or SSE's
+//! `Last-Event-ID`; the query wins when both are given) are validated (`400 bad_room` /
+//! `400 bad_cursor`), a draining host refuses (`503 shutting_down`), a connection permit is
+//! taken from the shared limiter (`503 too_many_connections`), and the room is subscribed. The
+//! permit and a task-tracker token move into the connection task and live exactly as long as
+//! it does, so `run` can wait for every stream during shutdown.
+//!
+//! # The pump (`pump.rs`), shared by both transports
+//!
+//! Order of frames on every connection: `hello`, then `reset` (when the cursor cannot be
+//! honoured), then the backlog (every retained event with seq > cursor), then live frames. The
+//! room takes the live receiver and the backlog in one critical section, so an event is either
+//! in the backlog (seq <= `covered`) or arrives live; the pump drops every live frame whose seq
+//! is at or below the last seq already queued (`covered`, then the last backlog seq, then each
+//! live frame). Result: no gap and no duplicate, whatever is published meanwhile.
+//!
+//! Frames are `Arc<Frame>`s encoded once per event: WebSocket sends `frame.ws` (a refcounted
+//! `Utf8Bytes`), SSE sends `frame.sse` (a refcounted `Bytes`). Nothing is copied or re-encoded
+//! per client.
+//!
+//! # Send queue and lagging
+//!
+//! Each connection holds at most `send_queue` live frames of its own (the pump's queue), on
+//! top of the room's broadcast channel whose capacity is also `send_queue`. While the socket
+//! does not drain, the task keeps receiving into that queue; a client that falls further
+//! behind (the queue overflows, or the receiver reports `Lagged`) is lagging: WebSocket closes
+//! with 4008 "lagging", SSE sends a final `event: lagging` and ends. It is counted in
+//! `ekg_lagging_disconnects_total{transport}` and resumes from its cursor. The rest of the
+//! room is unaffected: the broadcast channel never waits for a slow receiver.
+//!
+//! The backlog is not bounded by the send queue (it is shared with the room's history, not
+//! copied): it goes out in order, in chunks of [`pump::MAX_BATCH`], before any live frame. Live
+//! frames are queued meanwhile, and a client whose backlog takes so long that the queue
+//! overflows is lagging too.
+//!
+//! # Batching
+//!
+//! After each wake-up the pump drains every frame already waiting (`try_recv`), and the
+//! transport hands them all to the socket before flushing once: many frames per write syscall
+//! under load, one frame per write when idle. Socket writes are raced (`select!`) against the
+//! live receiver, the incoming side, the keepalive and the drain, and are cancel-safe: a
+//! blocked client never blocks the task's view of its own lag.
+//!
+//! # Keepalive and reaping
+//!
+//! WebSocket (`ws.rs`): a ping every `ws_ping_interval`; a peer from which nothing (pong, ping,
+//! message) arrived for `idle_timeout` is closed (1001). Client text/binary messages are
+//! ignored; a client close is answered (the task reads on until the stream ends, so the answer
+//! is flushed). SSE (`sse.rs`): a `: ping` comment every `sse_keepalive`; a client that went
+//! away drops the response body, which ends the task.
+//!
+//! # Drain (`drain.rs`)
+//!
+//! When `AppState::shutdown` is cancelled, each connection waits its own delay, drawn uniformly
+//! over `drain_window` when it opened, then sends `{"type":"reconnect","after_ms":N}` and
+//! closes (WebSocket 1012 "service restart"; SSE ends the stream). Spreading the closes keeps
+//! clients from reconnecting to the remaining hosts all at once; new streams get `503`.
+//!
+//! # Memory per idle connection
+//!
+//! WebSocket: tungstenite's read buffer is [`ws::READ_BUFFER`] bytes and its write buffer grows
+//! only while frames are written; the pump's queue and batch are empty `VecDeque`s (no
+//! allocation). SSE: a `BODY_CHANNEL`-slot channel of `Bytes`.
+
+mod admit;
+mod drain;
+mod metrics;
+mod pump;
+mod sse;
+mod ws;
+
+#[cfg(test)]
+mod tests;
 
 use axum::Router;
+use axum::routing::get;
 
 use crate::state::AppState;
 
 /// `GET /rooms/{room}/ws` and `GET /rooms/{room}/sse`.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/rooms/{room}/ws", get(ws::handler))
+        .route("/rooms/{room}/sse", get(sse::handler))
 }

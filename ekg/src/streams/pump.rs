@@ -86,6 +86,14 @@ impl Pump {
         }
     }
 
+    /// Every frame still to send, in order (after the room's channel closed: its last frames,
+    /// such as a `reset`, are still owed to the client).
+    pub(super) fn into_remaining(mut self) -> Vec<Arc<Frame>> {
+        let mut rest: Vec<Arc<Frame>> = self.start.by_ref().collect();
+        rest.extend(self.queue.drain(..));
+        rest
+    }
+
     /// Wait for at least one live frame, then take every frame already waiting.
     ///
     /// Cancel-safe: a frame is either in the receiver or in the queue.

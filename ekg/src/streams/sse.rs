@@ -136,21 +136,36 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
             }
         }
     };
-    drop(pump);
-
     let last = match ending {
         Ending::Gone => return,
         Ending::Lagging => {
+            drop(pump);
             metrics.lagging();
             tracing::debug!("ending lagging event stream");
             Frame::lagging()
         }
         Ending::Drain(turn) => {
+            drop(pump);
             metrics.drained();
             Frame::reconnect(turn.after_ms)
         }
-        // The room was replaced; ending the stream makes the client resume.
-        Ending::RoomClosed => return,
+        // The room was replaced (a new log): deliver its last frames (the `reset`), then end
+        // the stream so the client resumes on the new room.
+        Ending::RoomClosed => {
+            let mut rest: VecDeque<Arc<Frame>> = pump.into_remaining().into();
+            let handed = tokio::time::timeout(LAST_FRAME_TIMEOUT, async {
+                while !rest.is_empty() {
+                    let Some(n) = send_some(&body_tx, &mut rest).await else {
+                        break;
+                    };
+                    metrics.frames_sent(n);
+                }
+            });
+            if handed.await.is_err() {
+                tracing::debug!("event stream did not take its last frames in time");
+            }
+            return;
+        }
     };
     match tokio::time::timeout(LAST_FRAME_TIMEOUT, body_tx.send(last.sse.clone())).await {
         Ok(Ok(())) => metrics.frames_sent(1),

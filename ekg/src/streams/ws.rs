@@ -30,7 +30,7 @@ use crate::state::AppState;
 /// Bytes tungstenite reads from the socket at a time, allocated for the life of the
 /// connection. Clients only send control frames (pong, close), so a small buffer is enough and
 /// keeps an idle connection cheap.
-const READ_BUFFER: usize = 512;
+pub(super) const READ_BUFFER: usize = 512;
 /// Outgoing bytes buffered before tungstenite writes to the socket without waiting for a
 /// flush: frames of one batch are written together, in as few syscalls as possible.
 const WRITE_BUFFER: usize = 16 * 1024;
@@ -165,22 +165,22 @@ where
             }
         }
     };
-    drop(pump);
-
     let close_timeout = CLOSE_TIMEOUT.min(idle_timeout.max(Duration::from_millis(100)));
     match ending {
-        Ending::Gone => {}
+        Ending::Gone => drop(pump),
         Ending::PeerClosed => {
+            drop(pump);
             // tungstenite queued the close answer; reading on flushes it and sees the end.
             let _ = tokio::time::timeout(close_timeout, read_to_end(&mut stream)).await;
         }
         Ending::Lagging => {
+            drop(pump);
             metrics.lagging();
             tracing::debug!("closing lagging websocket");
             close(
                 &mut sink,
                 &mut stream,
-                None,
+                &[],
                 CLOSE_LAGGING,
                 "lagging",
                 close_timeout,
@@ -188,13 +188,14 @@ where
             .await;
         }
         Ending::Drain(turn) => {
+            drop(pump);
             metrics.drained();
-            let reconnect = Frame::reconnect(turn.after_ms);
+            let reconnect = Arc::new(Frame::reconnect(turn.after_ms));
             metrics.frames_sent(1);
             close(
                 &mut sink,
                 &mut stream,
-                Some(&reconnect),
+                &[reconnect],
                 CLOSE_SERVICE_RESTART,
                 "service restart",
                 close_timeout,
@@ -202,17 +203,22 @@ where
             .await;
         }
         Ending::Idle => {
+            drop(pump);
             tracing::debug!("closing idle websocket");
             let frame = close_frame(CLOSE_GOING_AWAY, "idle timeout");
             let _ = tokio::time::timeout(IDLE_CLOSE_TIMEOUT, sink.send(frame)).await;
         }
         Ending::RoomClosed => {
+            // The room was replaced (a new log): deliver its last frames (the `reset`), then
+            // close so the client resumes on the new room.
+            let rest = pump.into_remaining();
+            metrics.frames_sent(rest.len());
             close(
                 &mut sink,
                 &mut stream,
-                None,
-                CLOSE_GOING_AWAY,
-                "room closed",
+                &rest,
+                CLOSE_SERVICE_RESTART,
+                "room reset",
                 close_timeout,
             )
             .await;
@@ -293,12 +299,12 @@ fn close_frame(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-/// Send `frame` (if any) and a close frame, then read until the peer's close answer ends the
-/// stream; all of it within `limit`.
+/// Send `frames` and a close frame, then read until the peer's close answer ends the stream;
+/// all of it within `limit`.
 async fn close<K, R>(
     sink: &mut K,
     stream: &mut R,
-    frame: Option<&Frame>,
+    frames: &[Arc<Frame>],
     code: u16,
     reason: &'static str,
     limit: Duration,
@@ -307,7 +313,7 @@ async fn close<K, R>(
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let handshake = async {
-        if let Some(frame) = frame {
+        for frame in frames {
             sink.feed(Message::Text(frame.ws.clone())).await?;
         }
         sink.send(close_frame(code, reason)).await?;
