@@ -28,6 +28,8 @@ const STABLE_MS = 5000;
 // 'auto' switches to SSE after this many WebSocket attempts in a row that never opened
 // (as long as no WebSocket ever opened in this session).
 const WS_FAILURES_BEFORE_SSE = 2;
+// The first history page waits this long for the stream's hello, which splits history from live.
+const HELLO_WAIT_MS = 5000;
 // Frame types the server sends over SSE as named events.
 const SSE_EVENT_NAMES = ['hello', 'message', 'update', 'delete', 'event', 'reset', 'lagging', 'reconnect'];
 // Names a custom event may not shadow when it is re-emitted under its own name.
@@ -110,6 +112,9 @@ class Room extends Emitter {
     this._timer = null;
     this._stableTimer = null;
     this._loading = null;
+    // Events above this seq come (or came) through the stream; history pages stop at it.
+    this._liveFrom = this.lastSeq;
+    this._helloWaiters = [];
     // What the caller has been given, so history pages never repeat it.
     this._shownSeqs = new Set();
     this._oldestShown = null;
@@ -273,6 +278,8 @@ class Room extends Emitter {
       case 'hello':
         this.head = f.head ?? null;
         this.oldest = f.oldest ?? null;
+        if (this._liveFrom === null && typeof f.head === 'number') this._liveFrom = f.head;
+        for (const wake of this._helloWaiters.splice(0)) wake();
         this._everConnected = true;
         clearTimeout(this._stableTimer);
         this._stableTimer = setTimeout(() => {
@@ -287,6 +294,8 @@ class Room extends Emitter {
         this._oldestShown = null;
         this._hasMore = true;
         this.oldest = f.oldest ?? this.oldest;
+        // The stream now replays everything from `oldest`.
+        if (typeof f.oldest === 'number') this._liveFrom = f.oldest - 1;
         this.emit('reset', f);
         return;
       case 'lagging':
@@ -343,8 +352,10 @@ class Room extends Emitter {
 
   /**
    * The page of messages just before the oldest one delivered so far (the newest page when
-   * nothing was delivered yet), oldest first, in their latest form. Never repeats a message.
-   * Concurrent calls share one request.
+   * nothing was delivered yet), oldest first, in their latest form. Never repeats a message,
+   * and never returns one the stream delivers (seq above the head announced by the first
+   * hello), so history and live events interleave without reordering. Concurrent calls share
+   * one request.
    */
   loadOlder(limit = 50) {
     if (this._loading) return this._loading;
@@ -354,12 +365,23 @@ class Room extends Emitter {
     return this._loading;
   }
 
+  _waitForHello(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this._helloWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
   get hasMore() {
     return this._hasMore;
   }
 
   async _fetchOlder(limit) {
     if (!this._hasMore) return { messages: [], hasMore: false };
+    if (this._liveFrom === null) await this._waitForHello(HELLO_WAIT_MS);
     const url = new URL(`rooms/${encodeURIComponent(this.room)}/messages`, this.baseUrl);
     if (this._oldestShown !== null) url.searchParams.set('before', String(this._oldestShown));
     url.searchParams.set('limit', String(limit));
@@ -375,6 +397,7 @@ class Room extends Emitter {
     const messages = [];
     for (const m of page) {
       if (typeof m.seq !== 'number' || this._shownSeqs.has(m.seq)) continue;
+      if (this._liveFrom !== null && m.seq > this._liveFrom) continue; // the stream delivers it
       const id = m.id === undefined ? undefined : String(m.id);
       if (id !== undefined && this._deletedIds.has(id)) continue;
       let out = m;

@@ -162,6 +162,30 @@ test('the composer posts through the intake and says so when posting fails', asy
   for (const p of [page, bad, down, ro]) await p.close();
 });
 
+test('auto falls back to SSE where WebSocket cannot connect', async () => {
+  const room = 'fallback';
+  await api.post(ekg.url, room, { id: 'f1', user: 'x', text: 'first' });
+  const page = await browser.context.newPage();
+  // A network path that refuses WebSocket (some proxies do): every socket fails to open.
+  await page.addInitScript(() => {
+    window.wsAttempts = 0;
+    window.WebSocket = class {
+      constructor() {
+        window.wsAttempts += 1;
+        setTimeout(() => this.onclose?.({ code: 1006, reason: '' }), 5);
+      }
+      close() {}
+    };
+  });
+  await page.goto(`${ekg.url}/?room=${room}&transport=auto`);
+  await waitForStatus(page, 'connected', 'sse');
+  await waitForTexts(page, ['first']);
+  await api.post(ekg.url, room, { id: 'f2', user: 'x', text: 'second' });
+  await waitForTexts(page, ['first', 'second']);
+  assert.equal(await page.evaluate(() => window.wsAttempts), 2);
+  await page.close();
+});
+
 test('a room can be switched from the page', async () => {
   await api.post(ekg.url, 'switch-a', { id: 'a1', user: 'x', text: 'in a' });
   await api.post(ekg.url, 'switch-b', { id: 'b1', user: 'x', text: 'in b' });
