@@ -1,1 +1,263 @@
-//! stub
+//! reflektor: an HTTP intake relay.
+//!
+//! A request to any path outside `/_reflektor/` is appended to a durable log ([`log`]) and
+//! answered `202 {"id": "<offset>"}` once it is durable ([`intake`]). One worker per host
+//! replays the log, in offset order, to every host of the pool, batched or as the original
+//! requests ([`delivery`]). [`ops`] serves the pool, dead letters, metrics and probes.
+//! Wire formats: `docs/PROTOCOL.md`; operator guide: `docs/REFLEKTOR.md`.
+//!
+//! # Lifecycle ([`run`])
+//! 1. Open the log (recovering a torn tail), rebuild the idempotency window from it, load the
+//!    dead letters and the pool's cursors, start a worker per host.
+//! 2. Serve until `shutdown` is cancelled.
+//! 3. Then: refuse new intake (`503 shutting_down`), let in-flight requests finish, stop the
+//!    workers, close the log (everything appended is synced), save the cursors. All of it
+//!    within `--shutdown-timeout`.
+
+pub mod config;
+pub mod delivery;
+mod fsutil;
+pub mod intake;
+pub mod log;
+pub mod ops;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{delete, get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::Config;
+use delivery::{DeadLetters, Pool};
+use intake::Dedupe;
+use log::{Log, LogConfig};
+
+/// How often expired idempotency keys are swept (or the window, when shorter).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// How often gauges (log size, per-host lag) are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub log: Log,
+    pub dedupe: Arc<Dedupe>,
+    pub pool: Arc<Pool>,
+    pub dead_letters: Arc<DeadLetters>,
+    /// Cancelled when shutting down: intake refuses, `/readyz` answers 503.
+    pub shutdown: CancellationToken,
+    pub prometheus: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Open the log, the dead letters and the pool (whose workers start at once).
+    ///
+    /// # Errors
+    /// The data directory, the log or the host file cannot be opened.
+    pub async fn open(config: Config, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let mut log_cfg = LogConfig::new(config.data_dir.join("log"));
+        log_cfg.fsync = config.fsync;
+        log_cfg.fsync_interval = config.fsync_interval;
+        log_cfg.max_disk_bytes = config.max_disk_bytes;
+        let opened = tokio::task::spawn_blocking(move || Log::open(log_cfg))
+            .await
+            .context("log open task failed")?
+            .context("cannot open the log")?;
+        if opened.truncated_bytes > 0 {
+            warn!(
+                bytes = opened.truncated_bytes,
+                "cut a torn tail from the log (an append that was never acknowledged)"
+            );
+        }
+        let log = opened.log;
+        let dedupe = Arc::new(Dedupe::new(
+            config.dedupe_window,
+            intake::dedupe::DEFAULT_MAX_ENTRIES,
+        ));
+        let keys = dedupe.rebuild(opened.recent_keys, now_ms());
+        let dead_letters = Arc::new(
+            DeadLetters::open(&config.data_dir, delivery::dead_letter::DEFAULT_MAX_ENTRIES)
+                .context("cannot open the dead-letter store")?,
+        );
+        let pool = Pool::start(&config, log.clone(), dead_letters.clone(), shutdown.clone())?;
+        info!(
+            epoch = %log.epoch(),
+            oldest = %log.oldest(),
+            head = %log.head(),
+            idempotency_keys = keys,
+            hosts = pool.list().len(),
+            "log open"
+        );
+        Ok(AppState {
+            config: Arc::new(config),
+            log,
+            dedupe,
+            pool,
+            dead_letters,
+            shutdown,
+            prometheus: shared::telemetry::prometheus(),
+        })
+    }
+}
+
+/// All of reflektor's HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let ops = Router::new()
+        .route(
+            "/_reflektor/hosts",
+            get(ops::hosts::list_hosts).post(ops::hosts::add_host),
+        )
+        .route("/_reflektor/hosts/{id}", delete(ops::hosts::remove_host))
+        .route(
+            "/_reflektor/dead-letters",
+            get(ops::hosts::list_dead_letters),
+        )
+        .route(
+            "/_reflektor/dead-letters/{id}/redrive",
+            post(ops::hosts::redrive),
+        )
+        .route_layer(from_fn_with_state(state.clone(), ops::hosts::require_token));
+    Router::new()
+        .merge(ops)
+        .route("/metrics", get(ops::metrics_text).fallback(intake::intake))
+        .route("/healthz", get(ops::healthz).fallback(intake::intake))
+        .route("/readyz", get(ops::readyz).fallback(intake::intake))
+        .fallback(intake::intake)
+        .with_state(state)
+}
+
+/// Serve on `listener` until `shutdown` is cancelled, then stop cleanly.
+///
+/// # Errors
+/// Startup failed (data directory, log, host file) or the listener failed.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    run_with(listener, config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `on_serving` with the bound address once requests are being served.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+    on_serving: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("listener has no address")?;
+    let shutdown_timeout = config.shutdown_timeout;
+    let state = AppState::open(config, shutdown.clone()).await?;
+
+    let background = TaskTracker::new();
+    let background_stop = CancellationToken::new();
+    state.pool.spawn_background(
+        &background,
+        state.config.retention,
+        state.config.retention_bytes,
+        background_stop.clone(),
+    );
+    spawn_sweeper(&background, &state, background_stop.clone());
+    spawn_gauges(&background, &state, background_stop.clone());
+
+    let serve = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    on_serving(addr);
+    let deadline = async {
+        shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        tokio::time::sleep_until(deadline).await;
+    };
+    let stop_started = tokio::time::Instant::now();
+    let served = tokio::select! {
+        r = serve => r.context("server failed"),
+        () = deadline => {
+            warn!("in-flight requests did not finish within the shutdown timeout");
+            Ok(())
+        }
+    };
+    shutdown.cancel();
+    info!("stopping: delivery workers, log, cursors");
+    let left = shutdown_timeout.saturating_sub(stop_started.elapsed().min(shutdown_timeout));
+    let left = left.max(Duration::from_millis(500));
+    state.pool.stop(left / 2).await;
+    match tokio::time::timeout(left / 2, state.log.close()).await {
+        Ok(Ok(())) => info!("log closed and synced"),
+        Ok(Err(e)) => {
+            tracing::error!(err = %e, "log close failed: the last appends may not be synced")
+        }
+        Err(_) => tracing::error!("log close timed out: the last appends may not be synced"),
+    }
+    background_stop.cancel();
+    background.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), background.wait()).await;
+    info!("stopped");
+    served
+}
+
+fn spawn_sweeper(tracker: &TaskTracker, state: &AppState, stop: CancellationToken) {
+    let dedupe = state.dedupe.clone();
+    let every = SWEEP_EVERY.min(state.config.dedupe_window.max(Duration::from_millis(100)));
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { dedupe.sweep(now_ms()); }
+                () = stop.cancelled() => break,
+            }
+        }
+    });
+}
+
+fn spawn_gauges(tracker: &TaskTracker, state: &AppState, stop: CancellationToken) {
+    let state = state.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(GAUGES_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            ops::metrics::log_stats(&state.log.stats(), state.dedupe.len());
+            for host in state.pool.list() {
+                let v = ops::hosts::view(&state, &host).await;
+                ops::metrics::host(&v.id, v.cursor.0, v.lag_records, v.lag_seconds, v.healthy);
+            }
+        }
+    });
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,244 @@
+//! One host of the pool: its address, mode and delivery state.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use shared::Offset;
+use tokio_util::sync::CancellationToken;
+
+/// How a host is fed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostMode {
+    /// Batches to `URL/_reflektor/ingest`.
+    Batch,
+    /// Each record as its original request.
+    Replay,
+}
+
+/// Where a host without a stored cursor starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// The oldest retained record: the host gets the whole retained log.
+    Oldest,
+    /// The next record appended: the host gets only what comes after it was added.
+    Tail,
+}
+
+/// A host's base URL: `http://` or `https://`, no trailing slash.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HostUrl(String);
+
+impl HostUrl {
+    /// # Errors
+    /// A message saying why `s` is not a usable base URL.
+    pub fn parse(s: &str) -> Result<HostUrl, String> {
+        let t = s.trim().trim_end_matches('/');
+        let url = reqwest::Url::parse(t).map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "invalid URL {s:?}: expected http://HOST[:PORT][/PATH]"
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("invalid URL {s:?}: no query or fragment allowed"));
+        }
+        Ok(HostUrl(t.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The stable id of the host with this URL.
+    pub fn id(&self) -> HostId {
+        HostId(format!("{:08x}", crc32fast::hash(self.0.as_bytes())))
+    }
+}
+
+impl fmt::Display for HostUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Stable id of a host: derived from its URL, so the same URL keeps its id across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct HostId(pub String);
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A copy of a host's delivery state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostSnapshot {
+    /// Next offset to send.
+    pub cursor: Offset,
+    /// What the host is believed to have applied.
+    pub applied: Offset,
+    /// False after a failed delivery (transport error, retryable status, unreadable log).
+    pub healthy: bool,
+    pub last_error: Option<String>,
+    /// Unix ms of the last answered delivery.
+    pub last_success_at: Option<u64>,
+    /// Retries since the host was added or reflektor started.
+    pub retries: u64,
+}
+
+/// One host of the pool, shared by its worker, the pool and the ops endpoints.
+pub struct Host {
+    pub id: HostId,
+    pub url: HostUrl,
+    pub mode: HostMode,
+    /// Cancelled when the host is removed or reflektor shuts down; ends the worker.
+    pub stop: CancellationToken,
+    /// Held only for field updates, never across an await.
+    state: Mutex<HostSnapshot>,
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Host")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    pub(crate) fn new(
+        url: HostUrl,
+        mode: HostMode,
+        cursor: Offset,
+        applied: Offset,
+        stop: CancellationToken,
+    ) -> Host {
+        Host {
+            id: url.id(),
+            url,
+            mode,
+            stop,
+            state: Mutex::new(HostSnapshot {
+                cursor,
+                applied,
+                healthy: true,
+                last_error: None,
+                last_success_at: None,
+                retries: 0,
+            }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HostSnapshot) -> R) -> R {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            // A panic while holding this lock cannot leave the plain fields inconsistent.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    pub fn snapshot(&self) -> HostSnapshot {
+        self.with(|s| s.clone())
+    }
+
+    pub fn cursor(&self) -> Offset {
+        self.with(|s| s.cursor)
+    }
+
+    pub fn applied(&self) -> Offset {
+        self.with(|s| s.applied)
+    }
+
+    /// Everything up to and including `last` is delivered.
+    pub(crate) fn advance(&self, last: Offset) {
+        self.with(|s| {
+            if last >= s.cursor {
+                s.cursor = last.next();
+            }
+            s.applied = s.applied.max(last);
+        });
+    }
+
+    /// The host reported it applied only `applied`: send again from just after it.
+    pub(crate) fn rewind(&self, applied: Offset, oldest: Offset) {
+        self.with(|s| {
+            s.applied = applied;
+            s.cursor = applied.next().max(oldest);
+        });
+    }
+
+    /// The records before `oldest` were trimmed before this host got them.
+    pub(crate) fn jump_to(&self, oldest: Offset) {
+        self.with(|s| s.cursor = s.cursor.max(oldest));
+    }
+
+    pub(crate) fn answered(&self, now_ms: u64) {
+        self.with(|s| {
+            s.healthy = true;
+            s.last_success_at = Some(now_ms);
+        });
+    }
+
+    /// The host answered, but refused something (kept as the last error; still healthy).
+    pub(crate) fn refused(&self, now_ms: u64, error: String) {
+        self.with(|s| {
+            s.healthy = true;
+            s.last_success_at = Some(now_ms);
+            s.last_error = Some(error);
+        });
+    }
+
+    pub(crate) fn failed(&self, error: String, retry: bool) {
+        self.with(|s| {
+            s.healthy = false;
+            s.last_error = Some(error);
+            if retry {
+                s.retries += 1;
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalised_and_checked() {
+        let u = HostUrl::parse("http://127.0.0.1:8080/").unwrap();
+        assert_eq!(u.as_str(), "http://127.0.0.1:8080");
+        assert_eq!(
+            u.id(),
+            HostUrl::parse("http://127.0.0.1:8080").unwrap().id()
+        );
+        assert!(HostUrl::parse("ftp://x").is_err());
+        assert!(HostUrl::parse("not a url").is_err());
+        assert!(HostUrl::parse("http://x/?q=1").is_err());
+    }
+
+    #[test]
+    fn rewind_never_goes_below_the_oldest_retained_record() {
+        let h = Host::new(
+            HostUrl::parse("http://h").unwrap(),
+            HostMode::Batch,
+            Offset(1),
+            Offset::ZERO,
+            CancellationToken::new(),
+        );
+        h.advance(Offset(10));
+        assert_eq!((h.cursor(), h.applied()), (Offset(11), Offset(10)));
+        h.rewind(Offset(3), Offset(1));
+        assert_eq!((h.cursor(), h.applied()), (Offset(4), Offset(3)));
+        h.rewind(Offset(0), Offset(5));
+        assert_eq!((h.cursor(), h.applied()), (Offset(5), Offset(0)));
+    }
+}
