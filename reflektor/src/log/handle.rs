@@ -1,0 +1,394 @@
+//! [`Log`]: the handle the rest of reflektor uses, and the state it shares with the threads.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use shared::{Epoch, Offset, Record};
+use tokio::sync::{oneshot, watch};
+
+use super::cache::Cache;
+use super::segment::{self, FRAME_HEADER_LEN, SegmentEntry};
+use super::writer::{self, Command, Pending, Threads};
+use super::{AppendError, LogConfig, LogError, ReadError, reader, recovery, retention};
+
+/// Most reader position hints kept (the writer leaves one per MiB written).
+const MAX_HINTS: usize = 1 << 16;
+
+/// Cheap to clone; every clone is the same log.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+/// What [`Log::open`] found.
+pub struct Opened {
+    pub log: Log,
+    /// Idempotency keys of records in the active segment, oldest first:
+    /// (key, offset, timestamp_ms), so intake can rebuild its dedupe window after a restart.
+    pub recent_keys: Vec<(String, Offset, u64)>,
+    /// Bytes cut from a torn tail during recovery (0 when the log was clean).
+    pub truncated_bytes: u64,
+}
+
+/// A snapshot for metrics and the operations API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogStats {
+    pub segments: usize,
+    /// Total size of the segment files.
+    pub bytes: u64,
+    pub oldest: Offset,
+    pub head: Offset,
+}
+
+/// Owned by the handles only: dropping the last handle drops `append_tx`, which ends the
+/// writer thread (after it has written what was queued).
+struct Inner {
+    state: Arc<State>,
+    append_tx: SyncSender<Command>,
+    /// Set by `close`: appends fail with `Closed` from then on.
+    closed: AtomicBool,
+    threads: Mutex<Option<Threads>>,
+}
+
+/// Shared by the handles, the writer thread and the syncer thread.
+pub(super) struct State {
+    pub(super) cfg: LogConfig,
+    pub(super) epoch: Epoch,
+    /// Every segment by base offset; the last one is active. Short critical sections only.
+    pub(super) segments: RwLock<BTreeMap<u64, SegmentEntry>>,
+    /// Size of all segment files (the quota counts this).
+    pub(super) total_bytes: AtomicU64,
+    /// Newest offset readers may see.
+    head: AtomicU64,
+    head_tx: watch::Sender<Offset>,
+    /// Oldest retained offset.
+    pub(super) oldest: AtomicU64,
+    pub(super) cache: Mutex<Cache>,
+    /// Reader position hints: offset -> (segment base, file position of that offset's frame).
+    hints: Mutex<BTreeMap<u64, (u64, u64)>>,
+    /// The active segment, for the syncer (the writer swaps it when rolling).
+    pub(super) active: Mutex<Arc<File>>,
+    /// Set when a write could not be rolled back or an `fdatasync` failed: the log no longer
+    /// accepts appends (see the module docs).
+    failed: Mutex<Option<String>>,
+    has_failed: AtomicBool,
+    /// Bytes read by recovery when this log was opened.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) scanned_bytes: u64,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(super) fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(super) fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl State {
+    pub(super) fn head(&self) -> Offset {
+        Offset(self.head.load(Ordering::Acquire))
+    }
+
+    pub(super) fn oldest(&self) -> Offset {
+        Offset(self.oldest.load(Ordering::Acquire))
+    }
+
+    /// Make records up to `head` visible to readers (never moves backwards).
+    pub(super) fn publish_head(&self, head: u64) {
+        let previous = self.head.fetch_max(head, Ordering::AcqRel);
+        if head > previous {
+            self.head_tx.send_if_modified(|visible| {
+                if head > visible.0 {
+                    *visible = Offset(head);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    pub(super) fn failure(&self) -> Option<String> {
+        if self.has_failed.load(Ordering::Acquire) {
+            lock(&self.failed).clone()
+        } else {
+            None
+        }
+    }
+
+    /// Stop accepting appends for good.
+    pub(super) fn fail(&self, why: String) {
+        tracing::error!(error = %why, "the log stopped accepting appends");
+        let mut failed = lock(&self.failed);
+        if failed.is_none() {
+            *failed = Some(why);
+        }
+        self.has_failed.store(true, Ordering::Release);
+    }
+
+    pub(super) fn add_hint(&self, offset: u64, base: u64, position: u64) {
+        let mut hints = lock(&self.hints);
+        hints.insert(offset, (base, position));
+        while hints.len() > MAX_HINTS {
+            hints.pop_first();
+        }
+    }
+
+    /// Where to start scanning segment `base` for `offset`: (offset, position) of the nearest
+    /// known frame at or before it.
+    pub(super) fn hint(&self, base: u64, offset: u64) -> Option<(u64, u64)> {
+        let hints = lock(&self.hints);
+        hints
+            .range(base..=offset)
+            .next_back()
+            .filter(|(_, (b, _))| *b == base)
+            .map(|(o, (_, pos))| (*o, *pos))
+    }
+
+    pub(super) fn drop_hints_below(&self, offset: u64) {
+        let mut hints = lock(&self.hints);
+        *hints = hints.split_off(&offset);
+    }
+}
+
+impl Log {
+    /// Open the log in `cfg.dir`, creating it (and its epoch) on first use. Only the active
+    /// segment is scanned; a torn tail is cut off.
+    ///
+    /// # Errors
+    /// [`LogError::Corrupt`] when damaged data is followed by valid records,
+    /// [`LogError::BadMeta`] when the epoch cannot be read, [`LogError::Io`] otherwise.
+    pub fn open(cfg: LogConfig) -> Result<Opened, LogError> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        let found = segment::list(&cfg.dir)?;
+        let epoch = super::meta::load_or_create(&cfg.dir, found.is_empty())?;
+        let rec = recovery::recover(&cfg.dir, epoch, found)?;
+
+        let oldest = rec
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(rec.active_base);
+        let head = rec.next - 1;
+        let (head_tx, _) = watch::channel(Offset(head));
+        let active = Arc::new(rec.active);
+        let mut hints = BTreeMap::new();
+        for (offset, position) in rec.hints {
+            hints.insert(offset, (rec.active_base, position));
+        }
+        let state = Arc::new(State {
+            epoch,
+            segments: RwLock::new(rec.segments),
+            total_bytes: AtomicU64::new(rec.total_bytes),
+            head: AtomicU64::new(head),
+            head_tx,
+            oldest: AtomicU64::new(oldest),
+            cache: Mutex::new(Cache::new(cfg.cache_bytes)),
+            hints: Mutex::new(hints),
+            active: Mutex::new(active.clone()),
+            failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
+            scanned_bytes: rec.scanned_bytes,
+            cfg,
+        });
+
+        let (append_tx, append_rx) = mpsc::sync_channel(state.cfg.append_queue.max(1));
+        let threads = writer::spawn(
+            state.clone(),
+            append_rx,
+            writer::Active {
+                file: active,
+                base: rec.active_base,
+                len: rec.active_len,
+                next: rec.next,
+            },
+        )?;
+        let log = Log {
+            inner: Arc::new(Inner {
+                state,
+                append_tx,
+                closed: AtomicBool::new(false),
+                threads: Mutex::new(Some(threads)),
+            }),
+        };
+        Ok(Opened {
+            log,
+            recent_keys: rec.recent_keys,
+            truncated_bytes: rec.truncated_bytes,
+        })
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.inner.state.epoch
+    }
+
+    /// Append one record; the log assigns `record.offset`. Resolves once the record is durable
+    /// per policy (see the module docs). Never blocks the runtime.
+    ///
+    /// # Errors
+    /// `Busy` when the append queue is full, `QuotaFull`, `Closed`, `TooLarge` when the record
+    /// does not fit the wire format, `Io` when writing or syncing failed.
+    pub async fn append(&self, record: Record) -> Result<Offset, AppendError> {
+        let state = &self.inner.state;
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(AppendError::Closed);
+        }
+        if let Some(why) = state.failure() {
+            return Err(AppendError::Io(why));
+        }
+        let frame = FRAME_HEADER_LEN + record.encoded_len();
+        if record.validate().is_err() || u32::try_from(frame).is_err() {
+            return Err(AppendError::TooLarge);
+        }
+        if state.total_bytes.load(Ordering::Relaxed) + frame as u64 > state.cfg.max_disk_bytes {
+            return Err(AppendError::QuotaFull);
+        }
+        let (reply, done) = oneshot::channel();
+        match self
+            .inner
+            .append_tx
+            .try_send(Command::Append(Pending { record, reply }))
+        {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(AppendError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(AppendError::Closed),
+        }
+        // The writer drops the reply only when it stops before handling the record.
+        done.await.unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Newest offset readers may see; `Offset::ZERO` when the log is empty.
+    pub fn head(&self) -> Offset {
+        self.inner.state.head()
+    }
+
+    /// Oldest retained offset (`head() + 1` when the log is empty).
+    pub fn oldest(&self) -> Offset {
+        self.inner.state.oldest()
+    }
+
+    /// Watch the visible head; it changes each time new records become visible.
+    pub fn watch_head(&self) -> watch::Receiver<Offset> {
+        self.inner.state.head_tx.subscribe()
+    }
+
+    /// Up to `max_records` / `max_bytes` (at least one record when any is available) encoded
+    /// records with offset `>= from` and `<= head()`, in order; empty when there is nothing new.
+    /// `from` of zero means "from the oldest".
+    ///
+    /// # Errors
+    /// `Trimmed` when `from` is below `oldest()`, `Corrupt` when a stored frame fails its
+    /// checks, `Io` when the disk read failed.
+    pub async fn read(
+        &self,
+        from: Offset,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, ReadError> {
+        let state = &self.inner.state;
+        let from = from.max(Offset(1));
+        let head = state.head();
+        let oldest = state.oldest();
+        if from < oldest {
+            return Err(ReadError::Trimmed { oldest });
+        }
+        if from > head || max_records == 0 {
+            return Ok(Vec::new());
+        }
+        if let Some(records) = lock(&state.cache).read(from, head, max_records, max_bytes) {
+            return Ok(records);
+        }
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            reader::read(&state, from, head, max_records, max_bytes)
+        })
+        .await
+        .map_err(|e| ReadError::Io(format!("disk read task failed: {e}")))?
+    }
+
+    /// Acceptance time (Unix ms) of the record at `offset`, if it is retained and visible.
+    pub async fn timestamp_of(&self, offset: Offset) -> Option<u64> {
+        let state = &self.inner.state;
+        if offset < state.oldest() || offset > state.head() || offset == Offset::ZERO {
+            return None;
+        }
+        let cached = lock(&state.cache).get(offset);
+        let record = match cached {
+            Some(record) => record,
+            None => self.read(offset, 1, 0).await.ok()?.into_iter().next()?,
+        };
+        Record::peek_timestamp_ms(&record)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        let state = &self.inner.state;
+        LogStats {
+            segments: read_lock(&state.segments).len(),
+            bytes: state.total_bytes.load(Ordering::Relaxed),
+            oldest: state.oldest(),
+            head: state.head(),
+        }
+    }
+
+    /// Delete whole sealed segments whose records are all `< min_cursor` AND that fall outside
+    /// the retention window (newest record older than `max_age`, or the log larger than
+    /// `max_bytes`). Never deletes the active segment. Returns how many were deleted. Does file
+    /// I/O (unlink, directory fsync): call it from a blocking context.
+    ///
+    /// # Errors
+    /// [`LogError::Io`] when a segment could not be inspected or deleted.
+    pub fn retain(
+        &self,
+        min_cursor: Offset,
+        max_age: Duration,
+        max_bytes: u64,
+    ) -> Result<usize, LogError> {
+        retention::retain(&self.inner.state, min_cursor, max_age, max_bytes)
+    }
+
+    /// Stop accepting appends, write and `fdatasync` everything queued, stop the threads.
+    /// Later calls return at once.
+    ///
+    /// # Errors
+    /// [`LogError::Io`] when the final `fdatasync` failed.
+    pub async fn close(&self) -> Result<(), LogError> {
+        self.inner.closed.store(true, Ordering::Release);
+        let Some(threads) = lock(&self.inner.threads).take() else {
+            return Ok(());
+        };
+        let append_tx = self.inner.append_tx.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            // Blocks only until the writer makes room; it is draining the queue.
+            let _ = append_tx.send(Command::Shutdown);
+            let written = threads.writer.join();
+            if let Some(syncer) = threads.syncer {
+                let _ = syncer.join();
+            }
+            written
+        })
+        .await
+        .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
+        match joined {
+            Ok(result) => result.map_err(LogError::Io),
+            Err(_) => Err(LogError::Io(std::io::Error::other(
+                "the log writer thread panicked",
+            ))),
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn state(&self) -> &Arc<State> {
+        &self.inner.state
+    }
+}

@@ -1,0 +1,569 @@
+//! Behaviour of the log as its users see it: offsets, durability per policy, recovery,
+//! corruption, segments, retention, backpressure.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use shared::{Method, Offset, Record};
+
+use super::segment::{self, HEADER_LEN};
+use super::{AppendError, FsyncPolicy, Log, LogConfig, LogError, Opened, ReadError};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn record(body: &[u8], key: Option<&str>) -> Record {
+    Record {
+        offset: Offset::ZERO,
+        timestamp_ms: 1_700_000_000_000,
+        method: Method::Post,
+        target: "/rooms/lobby/messages".into(),
+        content_type: Some("application/json".into()),
+        idempotency_key: key.map(str::to_owned),
+        headers: vec![("x-request-id".into(), "r".into())],
+        body: Bytes::copy_from_slice(body),
+    }
+}
+
+fn config(dir: &Path, fsync: FsyncPolicy) -> LogConfig {
+    let mut cfg = LogConfig::new(dir.join("log"));
+    cfg.fsync = fsync;
+    cfg
+}
+
+fn open(cfg: &LogConfig) -> Opened {
+    Log::open(cfg.clone()).expect("open the log")
+}
+
+fn segments(cfg: &LogConfig) -> Vec<PathBuf> {
+    segment::list(&cfg.dir).unwrap().into_values().collect()
+}
+
+/// Decode what `read` returned: (offset, body).
+fn decoded(records: &[Bytes]) -> Vec<(u64, Bytes)> {
+    records
+        .iter()
+        .map(|b| {
+            let r = Record::decode(b.clone()).unwrap();
+            (r.offset.0, r.body)
+        })
+        .collect()
+}
+
+/// Read everything from `from` to the head, in as many calls as it takes.
+async fn read_all(log: &Log, from: u64) -> Vec<(u64, Bytes)> {
+    let mut out = Vec::new();
+    let mut at = Offset(from);
+    loop {
+        let got = log.read(at, 97, 64 << 10).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(decoded(&got));
+        at = Offset(out.last().unwrap().0 + 1);
+    }
+}
+
+/// Append `n` records with bodies `b0`, `b1`, ... and return their offsets.
+async fn append_n(log: &Log, n: usize, pad: usize) -> Vec<u64> {
+    let mut offsets = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = format!("b{i}{}", "x".repeat(pad));
+        offsets.push(log.append(record(body.as_bytes(), None)).await.unwrap().0);
+    }
+    offsets
+}
+
+#[tokio::test]
+async fn each_fsync_policy_appends_in_order_and_reads_back() {
+    for policy in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Interval,
+        FsyncPolicy::Never,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), policy);
+        let Opened { log, .. } = open(&cfg);
+        assert_eq!((log.head(), log.oldest()), (Offset::ZERO, Offset(1)));
+        assert_eq!(
+            log.read(Offset(1), 10, 1 << 20).await.unwrap(),
+            Vec::<Bytes>::new()
+        );
+
+        let offsets = append_n(&log, 50, 0).await;
+        assert_eq!(offsets, (1..=50).collect::<Vec<_>>(), "{policy}");
+        // Under `interval` the head follows the syncer; it must get there without more appends.
+        let mut head = log.watch_head();
+        tokio::time::timeout(DEADLINE, head.wait_for(|h| *h == Offset(50)))
+            .await
+            .expect("the head reaches the last append")
+            .unwrap();
+        let got = read_all(&log, 1).await;
+        assert_eq!(got.len(), 50);
+        for (i, (offset, body)) in got.iter().enumerate() {
+            assert_eq!(*offset, i as u64 + 1);
+            assert_eq!(body, format!("b{i}").as_bytes());
+        }
+        assert_eq!(log.timestamp_of(Offset(3)).await, Some(1_700_000_000_000));
+        assert_eq!(log.timestamp_of(Offset(51)).await, None);
+        log.close().await.unwrap();
+        assert!(matches!(
+            log.append(record(b"late", None)).await,
+            Err(AppendError::Closed)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn read_honours_limits_but_returns_at_least_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Never);
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 10, 100).await;
+    assert_eq!(log.read(Offset(1), 3, 1 << 20).await.unwrap().len(), 3);
+    assert_eq!(log.read(Offset(1), 10, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        log.read(Offset(0), 10, 1 << 20).await.unwrap().len(),
+        10,
+        "0 means oldest"
+    );
+    assert!(log.read(Offset(11), 10, 1 << 20).await.unwrap().is_empty());
+    log.close().await.unwrap();
+    // The same from disk after a restart (the cache starts empty).
+    let Opened { log, .. } = open(&cfg);
+    assert_eq!(log.read(Offset(4), 3, 1 << 20).await.unwrap().len(), 3);
+    assert_eq!(log.read(Offset(4), 10, 1).await.unwrap().len(), 1);
+    let got = decoded(&log.read(Offset(9), 10, 1 << 20).await.unwrap());
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![9, 10]);
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_epoch_and_continues_the_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Always);
+    let Opened { log, .. } = open(&cfg);
+    let epoch = log.epoch();
+    assert_ne!(epoch.0, 0);
+    log.append(record(b"one", Some("k1"))).await.unwrap();
+    log.append(record(b"two", None)).await.unwrap();
+    log.append(record(b"three", Some("k3"))).await.unwrap();
+    log.close().await.unwrap();
+
+    let opened = open(&cfg);
+    assert_eq!(opened.truncated_bytes, 0);
+    let keys: Vec<_> = opened
+        .recent_keys
+        .iter()
+        .map(|(k, o, ts)| (k.as_str(), o.0, *ts))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![("k1", 1, 1_700_000_000_000), ("k3", 3, 1_700_000_000_000)]
+    );
+    let log = opened.log;
+    assert_eq!(log.epoch(), epoch);
+    assert_eq!(log.head(), Offset(3));
+    assert_eq!(log.append(record(b"four", None)).await.unwrap(), Offset(4));
+    let bodies: Vec<_> = read_all(&log, 1).await.into_iter().map(|r| r.1).collect();
+    assert_eq!(bodies, vec!["one", "two", "three", "four"]);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_the_next_append_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Always);
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 5, 20).await;
+    log.close().await.unwrap();
+    let path = segments(&cfg).pop().unwrap();
+    let len = fs::metadata(&path).unwrap().len();
+    // Cut the last frame in half, as a crash in the middle of write(2) would.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 15)
+        .unwrap();
+
+    let opened = open(&cfg);
+    assert!(opened.truncated_bytes > 0 && opened.truncated_bytes < len - HEADER_LEN);
+    let log = opened.log;
+    assert_eq!(log.head(), Offset(4));
+    assert_eq!(log.append(record(b"next", None)).await.unwrap(), Offset(5));
+    let got = read_all(&log, 1).await;
+    assert_eq!(
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(got[3].1, format!("b3{}", "x".repeat(20)).as_bytes());
+    assert_eq!(got[4].1, "next");
+    log.close().await.unwrap();
+    assert_eq!(open(&cfg).truncated_bytes, 0, "the cut log is clean");
+}
+
+#[tokio::test]
+async fn garbage_after_the_last_frame_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Never);
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 3, 0).await;
+    log.close().await.unwrap();
+    let path = segments(&cfg).pop().unwrap();
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(&[0u8; 100]).unwrap();
+    let opened = open(&cfg);
+    assert_eq!(opened.truncated_bytes, 100);
+    assert_eq!(opened.log.head(), Offset(3));
+}
+
+#[tokio::test]
+async fn corruption_followed_by_valid_records_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Always);
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 10, 30).await;
+    log.close().await.unwrap();
+    let path = segments(&cfg).pop().unwrap();
+    let frame_len = {
+        let data = fs::read(&path).unwrap();
+        let (range, _) = segment::check_frame(&data[HEADER_LEN as usize..]).unwrap();
+        range.end as u64
+    };
+    // Flip a body byte of the third record.
+    let third = HEADER_LEN + 2 * frame_len;
+    flip_byte(&path, third + frame_len - 3);
+
+    match Log::open(cfg.clone()) {
+        Err(LogError::Corrupt {
+            segment, position, ..
+        }) => {
+            assert_eq!(segment, path);
+            assert_eq!(position, third);
+        }
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(_) => panic!("expected Corrupt, the log opened"),
+    }
+    // Nothing was cut: the file is as it was.
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        HEADER_LEN + 10 * frame_len
+    );
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut data = fs::read(path).unwrap();
+    data[at as usize] ^= 0x5a;
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(&data[at as usize..at as usize + 1]).unwrap();
+}
+
+#[tokio::test]
+async fn segments_roll_and_reads_cross_them_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Interval);
+    cfg.segment_bytes = 4096;
+    cfg.cache_bytes = 2048; // most reads go to disk
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 600, 50).await;
+    let mut head = log.watch_head();
+    tokio::time::timeout(DEADLINE, head.wait_for(|h| *h == Offset(600)))
+        .await
+        .unwrap()
+        .unwrap();
+    let count = segments(&cfg).len();
+    assert!(count > 10, "only {count} segments");
+    assert_eq!(log.stats().segments, count);
+    let got = read_all(&log, 1).await;
+    assert_eq!(
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=600).collect::<Vec<_>>()
+    );
+    // Start in the middle of a sealed segment, then again (now with a position hint).
+    for _ in 0..2 {
+        let got = decoded(&log.read(Offset(333), 5, 1 << 20).await.unwrap());
+        assert_eq!(
+            got.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![333, 334, 335, 336, 337]
+        );
+        assert_eq!(got[0].1, format!("b332{}", "x".repeat(50)).as_bytes());
+    }
+    log.close().await.unwrap();
+    let Opened { log, .. } = open(&cfg);
+    assert_eq!(read_all(&log, 1).await.len(), 600);
+    assert_eq!(
+        log.append(record(b"more", None)).await.unwrap(),
+        Offset(601)
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_byte_in_a_sealed_segment_fails_the_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Never);
+    cfg.segment_bytes = 2048;
+    cfg.cache_bytes = 0;
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 100, 40).await;
+    log.close().await.unwrap();
+    let first = segments(&cfg).remove(0);
+    flip_byte(&first, HEADER_LEN + 200);
+
+    // Opening does not look at sealed segments; reading does.
+    let Opened { log, .. } = open(&cfg);
+    match log.read(Offset(1), 1000, 1 << 20).await {
+        Err(ReadError::Corrupt {
+            segment, position, ..
+        }) => {
+            assert_eq!(segment, first);
+            assert!((HEADER_LEN..=HEADER_LEN + 200).contains(&position));
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn opening_does_not_scan_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Never);
+    cfg.segment_bytes = 8192;
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 3000, 100).await;
+    log.close().await.unwrap();
+    let paths = segments(&cfg);
+    let total: u64 = paths.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    let active = fs::metadata(paths.last().unwrap()).unwrap().len();
+    assert!(paths.len() > 30);
+
+    let Opened { log, .. } = open(&cfg);
+    assert_eq!(log.state().scanned_bytes, active);
+    assert!(active * 20 < total);
+    assert_eq!(log.stats().bytes, total);
+    assert_eq!(log.stats().segments, paths.len());
+    assert_eq!(log.head(), Offset(3000));
+    assert_eq!(read_all(&log, 2990).await.len(), 11);
+}
+
+#[tokio::test]
+async fn retention_deletes_only_passed_and_old_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Never);
+    cfg.segment_bytes = 2048;
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 200, 40).await;
+    let bases: Vec<u64> = segment::list(&cfg.dir).unwrap().into_keys().collect();
+    assert!(bases.len() > 5);
+    let hour = Duration::from_secs(3600);
+
+    // Inside the window (young and small): nothing goes, whatever the cursor.
+    assert_eq!(log.retain(Offset(1000), hour, u64::MAX).unwrap(), 0);
+    // No host has passed the first segment: nothing goes, however old.
+    assert_eq!(
+        log.retain(Offset(bases[1] - 1), Duration::ZERO, 0).unwrap(),
+        0
+    );
+    assert_eq!(log.oldest(), Offset(1));
+
+    // Hosts passed the first two segments; the size limit is exceeded.
+    let deleted = log.retain(Offset(bases[2]), hour, 0).unwrap();
+    assert_eq!(deleted, 2);
+    assert_eq!(log.oldest(), Offset(bases[2]));
+    assert_eq!(segments(&cfg).len(), bases.len() - 2);
+    match log.read(Offset(1), 10, 1 << 20).await {
+        Err(ReadError::Trimmed { oldest }) => assert_eq!(oldest, Offset(bases[2])),
+        other => panic!("expected Trimmed, got {other:?}"),
+    }
+    assert_eq!(
+        log.read(Offset(bases[2]), 1, 1 << 20).await.unwrap().len(),
+        1
+    );
+
+    // Everything passed and old: all sealed segments go, never the active one.
+    let deleted = log
+        .retain(Offset(u64::MAX), Duration::ZERO, u64::MAX)
+        .unwrap();
+    assert_eq!(deleted, bases.len() - 3);
+    let left = segment::list(&cfg.dir).unwrap();
+    assert_eq!(
+        left.keys().copied().collect::<Vec<_>>(),
+        vec![bases[bases.len() - 1]]
+    );
+    assert_eq!(log.oldest(), Offset(bases[bases.len() - 1]));
+    assert_eq!(log.stats().segments, 1);
+    assert_eq!(
+        log.stats().bytes,
+        fs::metadata(left.values().next().unwrap()).unwrap().len()
+    );
+    assert_eq!(
+        log.append(record(b"after", None)).await.unwrap(),
+        Offset(201)
+    );
+    log.close().await.unwrap();
+
+    let Opened { log, .. } = open(&cfg);
+    assert_eq!(log.oldest(), Offset(bases[bases.len() - 1]));
+    assert_eq!(log.head(), Offset(201));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_get_unique_increasing_offsets() {
+    for policy in [FsyncPolicy::Always, FsyncPolicy::Interval] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), policy);
+        cfg.segment_bytes = 64 << 10;
+        let Opened { log, .. } = open(&cfg);
+        let tasks: Vec<_> = (0..16)
+            .map(|t| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::with_capacity(500);
+                    for i in 0..500 {
+                        let body = format!("{t}:{i}");
+                        let offset = log.append(record(body.as_bytes(), None)).await.unwrap();
+                        mine.push((offset.0, body));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            let mine = task.await.unwrap();
+            assert!(mine.windows(2).all(|w| w[0].0 < w[1].0), "per-task order");
+            all.extend(mine);
+        }
+        all.sort();
+        assert_eq!(
+            all.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (1..=8000).collect::<Vec<_>>()
+        );
+        let mut head = log.watch_head();
+        tokio::time::timeout(DEADLINE, head.wait_for(|h| *h == Offset(8000)))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = read_all(&log, 1).await;
+        assert_eq!(got.len(), 8000);
+        for ((offset, body), (want_offset, want_body)) in got.iter().zip(&all) {
+            assert_eq!((offset, body.as_ref()), (want_offset, want_body.as_bytes()));
+        }
+        log.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_disk_quota_refuses_appends_without_using_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Always);
+    cfg.max_disk_bytes = 1000;
+    let Opened { log, .. } = open(&cfg);
+    let mut accepted = 0;
+    let err = loop {
+        match log.append(record(&[7u8; 100], None)).await {
+            Ok(offset) => {
+                accepted += 1;
+                assert_eq!(offset, Offset(accepted));
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, AppendError::QuotaFull), "{err:?}");
+    assert!(accepted >= 5);
+    assert!(log.stats().bytes <= 1000);
+    // A record that still fits goes in with the next offset.
+    let small = Record {
+        headers: vec![],
+        content_type: None,
+        target: "/".into(),
+        ..record(b"", None)
+    };
+    if log.stats().bytes + 8 + small.encoded_len() as u64 <= 1000 {
+        assert_eq!(log.append(small).await.unwrap(), Offset(accepted + 1));
+    }
+}
+
+#[tokio::test]
+async fn a_record_too_large_for_the_wire_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Opened { log, .. } = open(&config(dir.path(), FsyncPolicy::Never));
+    let mut r = record(b"x", None);
+    r.target = "/".repeat(70_000);
+    assert!(matches!(log.append(r).await, Err(AppendError::TooLarge)));
+    assert_eq!(log.append(record(b"ok", None)).await.unwrap(), Offset(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_append_queue_answers_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Never);
+    cfg.append_queue = 1;
+    let Opened { log, .. } = open(&cfg);
+
+    // Stall the writer: it takes the cache lock after every write.
+    let state = log.state().clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let staller = std::thread::spawn(move || {
+        let _guard = super::handle::lock(&state.cache);
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+    });
+    locked_rx.recv().unwrap();
+
+    // The stalled writer holds one batch (what was queued when it woke up) and the queue holds
+    // one more, so within a few appends the queue refuses. Each append is polled once: its
+    // try_send happens then; the record stays queued even though the future is dropped.
+    let mut queued = 0;
+    let busy = loop {
+        match log.append(record(b"x", None)).now_or_never() {
+            None => queued += 1,
+            Some(result) => break result,
+        }
+        assert!(queued <= 3, "the queue never filled");
+    };
+    assert!(matches!(busy, Err(AppendError::Busy)), "{busy:?}");
+    release_tx.send(()).unwrap();
+    staller.join().unwrap();
+    let mut head = log.watch_head();
+    tokio::time::timeout(DEADLINE, head.wait_for(|h| *h == Offset(queued)))
+        .await
+        .expect("the queued appends are written")
+        .unwrap();
+    assert_eq!(
+        log.append(record(b"y", None)).await.unwrap(),
+        Offset(queued + 1),
+        "the refused append used no offset"
+    );
+}
+
+#[tokio::test]
+async fn close_writes_and_syncs_everything_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Interval);
+    cfg.fsync_interval = Duration::from_secs(3600); // only close syncs after the first
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 20, 0).await;
+    log.close().await.unwrap();
+    assert_eq!(log.head(), Offset(20));
+    log.close().await.unwrap();
+    let Opened { log, .. } = open(&cfg);
+    assert_eq!(log.head(), Offset(20));
+}
+
+#[tokio::test]
+async fn a_log_without_its_meta_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Never);
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 1, 0).await;
+    log.close().await.unwrap();
+    fs::remove_file(cfg.dir.join("meta")).unwrap();
+    assert!(matches!(Log::open(cfg), Err(LogError::BadMeta(_))));
+}
