@@ -115,6 +115,8 @@ class Room extends Emitter {
     // Events above this seq come (or came) through the stream; history pages stop at it.
     this._liveFrom = this.lastSeq;
     this._helloWaiters = [];
+    // Bumped by every reset: a history page fetched before it is stale.
+    this._generation = 0;
     // What the caller has been given, so history pages never repeat it.
     this._shownSeqs = new Set();
     this._oldestShown = null;
@@ -276,9 +278,14 @@ class Room extends Emitter {
     this.emit('frame', f);
     switch (f.type) {
       case 'hello':
+        conn.hello = true;
         this.head = f.head ?? null;
         this.oldest = f.oldest ?? null;
-        if (this._liveFrom === null && typeof f.head === 'number') this._liveFrom = f.head;
+        if (typeof f.head === 'number') {
+          if (this._liveFrom === null) this._liveFrom = f.head;
+          // Resume from here even if this connection drops before its first event.
+          if (this.lastSeq === null) this.lastSeq = f.head;
+        }
         for (const wake of this._helloWaiters.splice(0)) wake();
         this._everConnected = true;
         clearTimeout(this._stableTimer);
@@ -288,16 +295,26 @@ class Room extends Emitter {
         this._setStatus('connected');
         this.emit('hello', f);
         return;
-      case 'reset':
-        // The cursor fell out of retained history: what the caller shows may have holes.
+      case 'reset': {
+        // The cursor cannot be honoured: what the caller shows may have holes or belong to
+        // another log. Start over from where this stream now continues:
+        // - history_trimmed: every retained event from `oldest` follows;
+        // - right after hello (cursor_ahead: a host on another log, or still catching up):
+        //   live events after the hello's head follow;
+        // - mid-stream (new_log): this stream ends; the next hello decides.
+        let from = null;
+        if (f.reason === 'history_trimmed' && typeof f.oldest === 'number') from = f.oldest - 1;
+        else if (conn.hello && !conn.sawSeq && typeof this.head === 'number') from = this.head;
+        this._generation += 1;
         this._shownSeqs.clear();
         this._oldestShown = null;
         this._hasMore = true;
-        this.oldest = f.oldest ?? this.oldest;
-        // The stream now replays everything from `oldest`.
-        if (typeof f.oldest === 'number') this._liveFrom = f.oldest - 1;
+        this.lastSeq = from;
+        this._liveFrom = from;
+        if (typeof f.oldest === 'number') this.oldest = f.oldest;
         this.emit('reset', f);
         return;
+      }
       case 'lagging':
         conn.lagging = true;
         return;
@@ -314,6 +331,7 @@ class Room extends Emitter {
         break;
     }
     if (typeof f.seq === 'number') {
+      conn.sawSeq = true;
       if (this.lastSeq !== null && f.seq <= this.lastSeq) return; // already delivered
       this.lastSeq = f.seq;
     }
@@ -381,17 +399,23 @@ class Room extends Emitter {
 
   async _fetchOlder(limit) {
     if (!this._hasMore) return { messages: [], hasMore: false };
-    if (this._liveFrom === null) await this._waitForHello(HELLO_WAIT_MS);
-    const url = new URL(`rooms/${encodeURIComponent(this.room)}/messages`, this.baseUrl);
-    if (this._oldestShown !== null) url.searchParams.set('before', String(this._oldestShown));
-    url.searchParams.set('limit', String(limit));
-    const res = await fetch(url.href, { headers: { Accept: 'application/json' } });
-    const body = await res.json().catch(() => null);
-    if (!res.ok || !body) {
-      const err = new Error(body?.message ?? `GET ${url.pathname} failed with ${res.status}`);
-      err.status = res.status;
-      err.code = body?.error;
-      throw err;
+    let body;
+    for (let tries = 0; ; tries += 1) {
+      if (this._liveFrom === null) await this._waitForHello(HELLO_WAIT_MS);
+      const generation = this._generation;
+      const url = new URL(`rooms/${encodeURIComponent(this.room)}/messages`, this.baseUrl);
+      if (this._oldestShown !== null) url.searchParams.set('before', String(this._oldestShown));
+      url.searchParams.set('limit', String(limit));
+      const res = await fetch(url.href, { headers: { Accept: 'application/json' } });
+      body = await res.json().catch(() => null);
+      if (!res.ok || !body) {
+        const err = new Error(body?.message ?? `GET ${url.pathname} failed with ${res.status}`);
+        err.status = res.status;
+        err.code = body?.error;
+        throw err;
+      }
+      if (generation === this._generation) break;
+      if (tries >= 3) return { messages: [], hasMore: this._hasMore }; // resets keep coming
     }
     const page = Array.isArray(body.messages) ? body.messages : [];
     const messages = [];

@@ -86,9 +86,10 @@ test('a page reconnects after its ekg host is killed and restarted, and misses n
   await sse.close();
 });
 
-test('a page reconnects to a standalone host restarted on the same port', async (t) => {
-  // A standalone host restarts empty with seqs from 1 again; the page must come back
-  // (status connected) and must not show anything twice.
+test('a page reloads the room when a standalone host restarts empty on the same port', async () => {
+  // A standalone host keeps no log: it restarts empty, seqs from 1 again. The page's cursor
+  // is then ahead of the host (reset "cursor_ahead"): it must start over, not drop the new
+  // events as duplicates.
   let ekg = await startEkg();
   cleanup.push(() => ekg.stop());
   for (let i = 1; i <= 3; i += 1) await api.post(ekg.url, 'again', { id: `a${i}`, user: 'x', text: `before ${i}` });
@@ -99,6 +100,10 @@ test('a page reconnects to a standalone host restarted on the same port', async 
   await page.waitForFunction(() => document.querySelector('#status').dataset.state === 'reconnecting', null, { timeout: 10000 });
   ekg = await startEkg({ port });
   await waitForStatus(page, 'connected', 'ws', 30000);
-  t.diagnostic('standalone hosts keep no log: events with seqs at or below the page cursor are not redelivered');
-  await waitForTexts(page, ['before 1', 'before 2', 'before 3']);
+  await waitForTexts(page, []);
+  assert.match(await page.textContent('#notice'), /started over/);
+  await api.post(ekg.url, 'again', { id: 'a1', user: 'x', text: 'after 1' });
+  await waitForTexts(page, ['after 1']);
+  assert.deepEqual(page.errors, []);
+  await page.close();
 });
