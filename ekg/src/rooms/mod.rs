@@ -47,4 +47,5 @@ pub use frame::{Frame, Seq};
 pub use history::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, Retention};
 pub use name::{MAX_NAME_LEN, MessageId, RoomId};
 pub use registry::Rooms;
+pub(crate) use room::now_ms;
 pub use room::{EventKind, Outcome, Room, RoomInfo, RoomOp, SubscriberGuard, Subscription};
