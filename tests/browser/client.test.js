@@ -57,8 +57,10 @@ test('live messages arrive over WebSocket on one page and over SSE on another', 
   // A custom ephemeral event reaches the page too.
   await api.event(ekg.url, room, { type: 'typing', data: { user: 'bob' }, ephemeral: true });
   await ws.waitForFunction(() => document.querySelector('#typing').textContent.includes('bob is typing'), null, { timeout: 10000 });
-  assert.deepEqual(ws.errors, []);
-  assert.deepEqual(sse.errors, []);
+  for (const page of [ws, sse]) {
+    assert.deepEqual(page.errors, []);
+    assert.deepEqual(page.consoleErrors, []);
+  }
   await ws.close();
   await sse.close();
 });

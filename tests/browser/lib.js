@@ -139,13 +139,17 @@ async function launchBrowser() {
   };
 }
 
-/** Open the demo page; console errors and page errors are collected in page.errors. */
+/**
+ * Open the demo page. Uncaught exceptions are collected in page.errors; console errors (the
+ * browser logs every refused connection while a host is down) in page.consoleErrors.
+ */
 async function openRoom(context, ekgUrl, params) {
   const page = await context.newPage();
   page.errors = [];
+  page.consoleErrors = [];
   page.on('pageerror', (err) => page.errors.push(String(err)));
   page.on('console', (msg) => {
-    if (msg.type() === 'error') page.errors.push(msg.text());
+    if (msg.type() === 'error') page.consoleErrors.push(msg.text());
   });
   const qs = new URLSearchParams(params).toString();
   await page.goto(`${ekgUrl}/?${qs}`);

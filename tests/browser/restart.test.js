@@ -25,9 +25,9 @@ after(async () => {
 
 const texts = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => `note ${from + i}`);
 
-async function postVia(intake, from, to) {
+async function postVia(intake, from, to, room = 'crash') {
   for (let i = from; i <= to; i += 1) {
-    const res = await fetch(`${intake}/rooms/crash/messages`, {
+    const res = await fetch(`${intake}/rooms/${room}/messages`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ id: `n${i}`, user: 'ops', text: `note ${i}` }),
@@ -84,6 +84,52 @@ test('a page reconnects after its ekg host is killed and restarted, and misses n
   }
   await ws.close();
   await sse.close();
+});
+
+test('a draining host tells the page to reconnect, and the page resumes on the host that replaces it', async (t) => {
+  if (!fs.existsSync(REFLEKTOR_BIN)) {
+    t.skip(`${REFLEKTOR_BIN} is missing`);
+    return;
+  }
+  const room = 'drain';
+  const ekgArgs = ['--secret', SECRET, '--drain-window', '300ms'];
+  const dataDir = tempDir('ekg-browser-reflektor-');
+  let ekg = await startEkg({ standalone: false, args: ekgArgs });
+  cleanup.push(() => ekg.stop());
+  const reflektor = await startReflektor({ hosts: [ekg.url], dataDir, args: ['--secret', SECRET] });
+  cleanup.push(async () => {
+    await reflektor.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+  await postVia(reflektor.url, 1, 3, room);
+  const pages = [];
+  for (const transport of ['ws', 'sse']) {
+    const page = await openRoom(browser.context, ekg.url, { room, transport });
+    await waitForStatus(page, 'connected', transport);
+    await waitForTexts(page, texts(1, 3));
+    await page.evaluate(() => {
+      window.reconnectFrames = [];
+      window.ekgDemo.client.on('reconnect', (f) => window.reconnectFrames.push(f));
+    });
+    pages.push(page);
+  }
+
+  const port = ekg.port;
+  await ekg.stop('SIGTERM');
+  assert.equal(ekg.proc.exitCode, 0, `ekg did not drain cleanly\n${ekg.stderr()}`);
+  for (const page of pages) {
+    const frames = await page.evaluate(() => window.reconnectFrames);
+    assert.equal(frames.length, 1, 'one reconnect frame');
+    assert.ok(frames[0].after_ms >= 0 && frames[0].after_ms <= 300, `after_ms ${frames[0].after_ms}`);
+  }
+  await postVia(reflektor.url, 4, 5, room);
+  ekg = await startEkg({ port, standalone: false, args: ekgArgs });
+  for (const [i, page] of pages.entries()) {
+    await waitForStatus(page, 'connected', i === 0 ? 'ws' : 'sse', 30000);
+    await waitForTexts(page, texts(1, 5), 30000);
+    assert.deepEqual(page.errors, []);
+    await page.close();
+  }
 });
 
 test('a page reloads the room when a standalone host restarts empty on the same port', async () => {
