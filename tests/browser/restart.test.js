@@ -120,7 +120,7 @@ test('a draining host tells the page to reconnect, and the page resumes on the h
   for (const page of pages) {
     const frames = await page.evaluate(() => window.reconnectFrames);
     assert.equal(frames.length, 1, 'one reconnect frame');
-    assert.ok(frames[0].after_ms >= 0 && frames[0].after_ms <= 300, `after_ms ${frames[0].after_ms}`);
+    assert.ok(frames[0].after_ms >= 0 && frames[0].after_ms < 1000, `after_ms ${frames[0].after_ms}`);
   }
   await postVia(reflektor.url, 4, 5, room);
   ekg = await startEkg({ port, standalone: false, args: ekgArgs });
