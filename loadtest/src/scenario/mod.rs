@@ -1,0 +1,22 @@
+//! The scenarios, one module each, and the arguments they share.
+//!
+//! Every scenario: parses its `Args`, optionally starts the servers (`--spawn`, see
+//! [`crate::server`]), drives load bounded by `--duration` and `--max-requests`, and ends with a
+//! [`crate::report::Report`] (summary on stdout, JSON + SVG under `--out`). Spawned servers are
+//! killed before the scenario returns, on success or error.
+//!
+//! - `intake`: POSTs to reflektor, open loop (fixed rate, coordinated-omission corrected) or
+//!   closed loop (saturation).
+//! - `fanout`: WebSocket/SSE subscribers, a fixed-rate publisher, end-to-end latency and
+//!   lost/duplicate/out-of-order counts.
+//! - `connections`: idle WebSocket connections from many source addresses; server RSS each.
+//! - `history`: history page requests at a fixed rate.
+//! - `rebuild`: catch-up speed of an empty host added to a filled log.
+
+pub(crate) mod common;
+pub(crate) mod connections;
+pub(crate) mod fanout;
+pub(crate) mod history;
+pub(crate) mod intake;
+pub(crate) mod rebuild;
+pub(crate) mod subscriber;
