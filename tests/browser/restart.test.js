@@ -1,10 +1,12 @@
 'use strict';
-// An open page survives its ekg host being killed and restarted: it reconnects by itself,
-// resumes from its last seq, and shows what was posted meanwhile exactly once. The host is
-// fed by reflektor, which rebuilds the restarted (empty) host from its log.
+// The demo page against ekg hosts fed by reflektor, through faults: a host killed and
+// restarted (rebuilt from reflektor's log), a host draining (reconnect frame), a burst that
+// makes connections lag; posting from the page through the intake; and a standalone host
+// restarting empty (the page starts over).
 
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const {
   REFLEKTOR_BIN, tempDir, startEkg, startReflektor, api, launchBrowser, openRoom, waitForTexts, waitForStatus,
@@ -180,6 +182,41 @@ test('a page too slow for a burst is disconnected as lagging and catches up from
   t.diagnostic(`lagging disconnects during the burst: ${lagged}`);
   assert.ok(lagged > 0, "the burst did not make any connection lag; the test proves nothing");
   for (const page of pages) await page.close();
+});
+
+test('the demo page posts through reflektor\'s intake (another origin)', async (t) => {
+  if (!fs.existsSync(REFLEKTOR_BIN)) {
+    t.skip(`${REFLEKTOR_BIN} is missing`);
+    return;
+  }
+  const help = spawnSync(REFLEKTOR_BIN, ['--help'], { encoding: 'utf8' }).stdout ?? '';
+  const cors = help.includes('--cors-origin');
+  const room = 'intake';
+  const dataDir = tempDir('ekg-browser-reflektor-');
+  const ekg = await startEkg({ standalone: false, args: ['--secret', SECRET] });
+  cleanup.push(() => ekg.stop());
+  const reflektor = await startReflektor({
+    hosts: [ekg.url], dataDir, args: ['--secret', SECRET, ...(cors ? ['--cors-origin', ekg.url] : [])],
+  });
+  cleanup.push(async () => {
+    await reflektor.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+  const page = await openRoom(browser.context, ekg.url, { room, intake: reflektor.url, user: 'eve' });
+  await waitForStatus(page, 'connected');
+  await page.fill('#text', 'through the relay');
+  await page.click('#send');
+  if (cors) {
+    await waitForTexts(page, ['through the relay']);
+    assert.equal(await page.textContent('#notice'), '');
+  } else {
+    // Without CORS on the intake the browser refuses the cross-origin POST: the page must say so.
+    t.diagnostic('reflektor has no --cors-origin: a page on another origin cannot post through it');
+    await page.waitForFunction(() => document.querySelector('#notice').classList.contains('error'), null, { timeout: 10000 });
+    assert.match(await page.textContent('#notice'), /Sending failed: cannot reach .*CORS/);
+  }
+  assert.deepEqual(page.errors, []);
+  await page.close();
 });
 
 test('a page reloads the room when a standalone host restarts empty on the same port', async () => {
