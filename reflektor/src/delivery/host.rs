@@ -168,6 +168,19 @@ impl Host {
         });
     }
 
+    /// Move past `offset` without claiming the host applied it (it refused the record).
+    pub(crate) fn skip(&self, offset: Offset) {
+        self.with(|s| s.cursor = s.cursor.max(offset.next()));
+    }
+
+    /// The host acknowledged a batch ending at `last` and said it has applied `applied`.
+    pub(crate) fn acknowledged(&self, last: Offset, applied: Offset) {
+        self.with(|s| {
+            s.cursor = s.cursor.max(last.next());
+            s.applied = applied;
+        });
+    }
+
     /// The host reported it applied only `applied`: send again from just after it.
     pub(crate) fn rewind(&self, applied: Offset, oldest: Offset) {
         self.with(|s| {

@@ -133,24 +133,11 @@ fn last_offset(records: &[Bytes]) -> Offset {
 
 async fn deliver_batch(host: &Host, ctx: &Ctx, records: Vec<Bytes>) -> Option<()> {
     match send_until_final(host, ctx, Payload::Batch(&records)).await? {
-        Final::Acked(ack) => {
-            if let Some(ack) = ack {
-                for rej in ack.rejected {
-                    let Some(rec) = records
-                        .iter()
-                        .find(|r| Record::peek_offset(r) == Some(rej.offset))
-                    else {
-                        continue;
-                    };
-                    dead_letter(host, ctx, rec, rej.status, rej.error).await?;
-                }
-            }
-            host.advance(last_offset(&records));
-        }
+        Final::Acked(ack) => acked(host, ctx, &records, ack).await?,
         Final::Rewind(applied) => rewind(host, ctx, applied),
         Final::Refused { status, error } if records.len() == 1 => {
             dead_letter(host, ctx, &records[0], status, error).await?;
-            host.advance(last_offset(&records));
+            host.skip(last_offset(&records));
         }
         Final::Refused { status, .. } => {
             debug!(
@@ -161,24 +148,41 @@ async fn deliver_batch(host: &Host, ctx: &Ctx, records: Vec<Bytes>) -> Option<()
             for rec in &records {
                 let one = std::slice::from_ref(rec);
                 match send_until_final(host, ctx, Payload::Batch(one)).await? {
-                    Final::Acked(ack) => {
-                        if let Some(rej) = ack.and_then(|a| a.rejected.into_iter().next()) {
-                            dead_letter(host, ctx, rec, rej.status, rej.error).await?;
-                        }
-                        host.advance(last_offset(one));
-                    }
+                    Final::Acked(ack) => acked(host, ctx, one, ack).await?,
                     Final::Rewind(applied) => {
                         rewind(host, ctx, applied);
                         break;
                     }
                     Final::Refused { status, error } => {
+                        // Refused as a whole: the host did not apply it, so `prev` stays.
                         dead_letter(host, ctx, rec, status, error).await?;
-                        host.advance(last_offset(one));
+                        host.skip(last_offset(one));
                     }
                 }
             }
         }
     }
+    Some(())
+}
+
+/// A batch was acknowledged: dead-letter what the host rejected, then move past the batch.
+/// The ack's `applied` (which counts rejected records as consumed) becomes the next `prev`.
+async fn acked(host: &Host, ctx: &Ctx, records: &[Bytes], ack: Option<IngestAck>) -> Option<()> {
+    let last = last_offset(records);
+    let Some(ack) = ack else {
+        host.advance(last);
+        return Some(());
+    };
+    for rej in ack.rejected {
+        let Some(rec) = records
+            .iter()
+            .find(|r| Record::peek_offset(r) == Some(rej.offset))
+        else {
+            continue;
+        };
+        dead_letter(host, ctx, rec, rej.status, rej.error).await?;
+    }
+    host.acknowledged(last, ack.applied);
     Some(())
 }
 
