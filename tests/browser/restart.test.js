@@ -44,6 +44,7 @@ test('a page reconnects after its ekg host is killed and restarted, and misses n
     return;
   }
   const dataDir = tempDir('ekg-browser-reflektor-');
+  cleanup.push(() => fs.rmSync(dataDir, { recursive: true, force: true }));
   let ekg = await startEkg({ standalone: false, args: ['--secret', SECRET] });
   cleanup.push(() => ekg.stop());
   const reflektor = await startReflektor({ hosts: [ekg.url], dataDir, args: ['--secret', SECRET] });
@@ -96,6 +97,7 @@ test('a draining host tells the page to reconnect, and the page resumes on the h
   const room = 'drain';
   const ekgArgs = ['--secret', SECRET, '--drain-window', '300ms'];
   const dataDir = tempDir('ekg-browser-reflektor-');
+  cleanup.push(() => fs.rmSync(dataDir, { recursive: true, force: true }));
   let ekg = await startEkg({ standalone: false, args: ekgArgs });
   cleanup.push(() => ekg.stop());
   const reflektor = await startReflektor({ hosts: [ekg.url], dataDir, args: ['--secret', SECRET] });
@@ -142,6 +144,7 @@ test('a page too slow for a burst is disconnected as lagging and catches up from
   const room = 'burst';
   const total = 300;
   const dataDir = tempDir('ekg-browser-reflektor-');
+  cleanup.push(() => fs.rmSync(dataDir, { recursive: true, force: true }));
   // A tiny send queue: a batch of hundreds of events overflows every connection.
   const ekg = await startEkg({ standalone: false, args: ['--secret', SECRET, '--send-queue', '2'] });
   cleanup.push(() => ekg.stop());
@@ -193,6 +196,7 @@ test('the demo page posts through reflektor\'s intake (another origin)', async (
   const cors = help.includes('--cors-origin');
   const room = 'intake';
   const dataDir = tempDir('ekg-browser-reflektor-');
+  cleanup.push(() => fs.rmSync(dataDir, { recursive: true, force: true }));
   const ekg = await startEkg({ standalone: false, args: ['--secret', SECRET] });
   cleanup.push(() => ekg.stop());
   const reflektor = await startReflektor({
