@@ -1,1 +1,185 @@
-//! Unit tests of the streaming transports.
+//! Unit tests of the pump, the drain schedule and cursor parsing.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::admit::parse_cursor;
+use super::drain::{DrainTurn, RECONNECT_JITTER};
+use super::pump::{MAX_BATCH, Pump, PumpEnd};
+use crate::rooms::{Frame, Retention, RoomId, RoomOp, Rooms, Seq};
+
+fn rooms(send_queue: usize) -> Rooms {
+    let retention = Retention {
+        per_room: 10_000,
+        max_age: Duration::from_secs(3600),
+    };
+    Rooms::new(retention, send_queue, 100)
+}
+
+fn post(rooms: &Rooms, room: &RoomId, seq: u64) {
+    let op = RoomOp::Post {
+        id: None,
+        data: Bytes::from_static(b"{}"),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let now_ms = u64::try_from(now_ms).unwrap();
+    rooms.apply(room, Seq(seq), now_ms, &op).unwrap();
+}
+
+fn kinds_and_seqs(batch: &VecDeque<Arc<Frame>>) -> Vec<(String, Option<u64>)> {
+    batch
+        .iter()
+        .map(|f| {
+            let v: serde_json::Value = serde_json::from_str(f.json()).unwrap();
+            (v["type"].as_str().unwrap().to_string(), f.seq.map(Seq::get))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_pump_sends_hello_then_the_backlog_then_live_frames_in_seq_order() {
+    let rooms = rooms(64);
+    let room = RoomId::parse("r").unwrap();
+    for s in 1..=5 {
+        post(&rooms, &room, s * 10);
+    }
+    let mut pump = Pump::new(rooms.subscribe(&room, Some(Seq(20))).unwrap(), 64);
+    post(&rooms, &room, 60);
+    post(&rooms, &room, 70);
+
+    let mut batch = VecDeque::new();
+    pump.take_batch(&mut batch);
+    assert_eq!(
+        kinds_and_seqs(&batch),
+        vec![
+            ("hello".into(), None),
+            ("message".into(), Some(30)),
+            ("message".into(), Some(40)),
+            ("message".into(), Some(50)),
+        ]
+    );
+    batch.clear();
+    pump.fill().await.unwrap();
+    pump.take_batch(&mut batch);
+    assert_eq!(
+        kinds_and_seqs(&batch),
+        vec![("message".into(), Some(60)), ("message".into(), Some(70))]
+    );
+}
+
+#[tokio::test]
+async fn a_large_backlog_goes_out_in_bounded_batches_before_any_live_frame() {
+    let rooms = rooms(8);
+    let room = RoomId::parse("big").unwrap();
+    let n = (MAX_BATCH * 2 + 10) as u64;
+    for s in 1..=n {
+        post(&rooms, &room, s);
+    }
+    let mut pump = Pump::new(rooms.subscribe(&room, Some(Seq(0))).unwrap(), 8);
+    post(&rooms, &room, n + 1);
+    pump.fill().await.unwrap();
+
+    let mut all = Vec::new();
+    let mut batch = VecDeque::new();
+    loop {
+        pump.take_batch(&mut batch);
+        if batch.is_empty() {
+            break;
+        }
+        assert!(batch.len() <= MAX_BATCH);
+        all.extend(batch.drain(..).filter_map(|f| f.seq.map(Seq::get)));
+    }
+    assert_eq!(all, (1..=n + 1).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_receiver_that_falls_a_whole_send_queue_behind_is_lagging() {
+    let rooms = rooms(4);
+    let room = RoomId::parse("lag").unwrap();
+    let mut pump = Pump::new(rooms.subscribe(&room, None).unwrap(), 4);
+    for s in 1..=6 {
+        post(&rooms, &room, s);
+    }
+    assert_eq!(pump.fill().await, Err(PumpEnd::Lagging));
+}
+
+#[tokio::test]
+async fn a_pump_queue_that_the_socket_does_not_drain_overflows_into_lagging() {
+    let rooms = rooms(4);
+    let room = RoomId::parse("slow").unwrap();
+    let mut pump = Pump::new(rooms.subscribe(&room, None).unwrap(), 4);
+    for s in 1..=3 {
+        post(&rooms, &room, s);
+    }
+    pump.fill().await.unwrap();
+    for s in 4..=5 {
+        post(&rooms, &room, s);
+    }
+    // Nothing was taken: the queue holds 3, two more overflow its 4 slots.
+    assert_eq!(pump.fill().await, Err(PumpEnd::Lagging));
+}
+
+#[tokio::test]
+async fn a_retired_room_delivers_its_reset_then_ends_the_pump() {
+    let rooms = rooms(8);
+    let room = RoomId::parse("old").unwrap();
+    post(&rooms, &room, 1);
+    let mut pump = Pump::new(rooms.subscribe(&room, None).unwrap(), 8);
+    rooms.clear_for_new_log();
+    assert_eq!(pump.fill().await, Err(PumpEnd::RoomClosed));
+    let rest = pump.into_remaining();
+    let json: Vec<&str> = rest.iter().map(|f| f.json()).collect();
+    assert_eq!(json.len(), 2, "{json:?}");
+    assert!(json[0].contains(r#""type":"hello""#));
+    assert!(json[1].contains(r#""type":"reset""#), "{json:?}");
+}
+
+#[test]
+fn drain_turns_spread_over_the_window_and_jitter_below_the_bound() {
+    let window = Duration::from_secs(5);
+    assert_eq!(DrainTurn::from_sample(0, window).delay, Duration::ZERO);
+    assert_eq!(DrainTurn::from_sample(u64::MAX, window).delay, window);
+    let mid = DrainTurn::from_sample(1 << 63, window).delay;
+    assert!(mid > Duration::from_millis(2400) && mid < Duration::from_millis(2600));
+    let max_ms = u64::try_from(RECONNECT_JITTER.as_millis()).unwrap();
+    let turns: Vec<DrainTurn> = (0..1000).map(|_| DrainTurn::draw(window)).collect();
+    assert!(
+        turns
+            .iter()
+            .all(|t| t.delay <= window && t.after_ms <= max_ms)
+    );
+    // Uniform enough: every fifth of the window gets some connections.
+    for fifth in 0..5u32 {
+        let (lo, hi) = (window * fifth / 5, window * (fifth + 1) / 5);
+        let n = turns
+            .iter()
+            .filter(|t| t.delay >= lo && t.delay < hi)
+            .count();
+        assert!(n > 100, "fifth {fifth}: {n}");
+    }
+}
+
+#[test]
+fn cursors_are_decimal_seqs_and_anything_else_is_a_bad_cursor() {
+    assert_eq!(parse_cursor("42", "after").unwrap(), Seq(42));
+    assert_eq!(parse_cursor("0", "after").unwrap(), Seq(0));
+    for bad in [
+        "",
+        " ",
+        "-1",
+        "abc",
+        "1.5",
+        "0x10",
+        "99999999999999999999999",
+    ] {
+        let err = parse_cursor(bad, "after").unwrap_err();
+        assert_eq!(err.status, 400, "{bad:?}");
+        assert_eq!(err.code, "bad_cursor", "{bad:?}");
+    }
+}

@@ -34,9 +34,9 @@ pub(super) const READ_BUFFER: usize = 512;
 /// Outgoing bytes buffered before tungstenite writes to the socket without waiting for a
 /// flush: frames of one batch are written together, in as few syscalls as possible.
 const WRITE_BUFFER: usize = 16 * 1024;
-/// Hard limit of the outgoing buffer. The buffer only grows past [`WRITE_BUFFER`] by the frame
-/// being added, so this is the size of the largest frame the connection can carry.
-const MAX_WRITE_BUFFER: usize = WRITE_BUFFER + 8 * 1024 * 1024;
+/// Room above [`WRITE_BUFFER`] + `--max-message-bytes` for the envelope of the largest frame
+/// (type, seq, id, ts and JSON framing around the message data).
+const FRAME_ENVELOPE: usize = 16 * 1024;
 /// Largest message (and frame) accepted from a client. Clients have nothing to send but
 /// control frames.
 const MAX_INCOMING: usize = 4 * 1024;
@@ -80,7 +80,9 @@ pub(super) async fn handler(
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        // The buffer only grows past WRITE_BUFFER by the frame being added: the hard limit is
+        // the largest frame an event can make.
+        .max_write_buffer_size(WRITE_BUFFER + state.config.max_message_bytes + FRAME_ENVELOPE)
         .max_message_size(MAX_INCOMING)
         .max_frame_size(MAX_INCOMING)
         .on_failed_upgrade(|err| tracing::debug!(%err, "websocket upgrade failed"))
