@@ -7,7 +7,7 @@
 //!   with `409`) and records replayed requests on any other path. It can be told to fail.
 //! - [`wait_for`]: poll a condition against a deadline (no sleeps as synchronisation).
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
