@@ -55,7 +55,7 @@ struct Inner {
     threads: Mutex<Option<Threads>>,
 }
 
-/// Shared by the handles, the writer thread and the syncer thread.
+/// Shared by the handles, the writer thread and the syncer threads.
 pub(super) struct State {
     pub(super) cfg: LogConfig,
     pub(super) epoch: Epoch,
@@ -372,7 +372,7 @@ impl Log {
             // Blocks only until the writer makes room; it is draining the queue.
             let _ = append_tx.send(Command::Shutdown);
             let written = threads.writer.join();
-            if let Some(syncer) = threads.syncer {
+            for syncer in threads.syncers {
                 let _ = syncer.join();
             }
             written

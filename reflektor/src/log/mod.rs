@@ -127,6 +127,7 @@ mod reader;
 mod recovery;
 mod retention;
 mod segment;
+mod syncer;
 mod writer;
 
 #[cfg(test)]

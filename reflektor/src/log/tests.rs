@@ -567,3 +567,131 @@ async fn a_log_without_its_meta_file_is_refused() {
     fs::remove_file(cfg.dir.join("meta")).unwrap();
     assert!(matches!(Log::open(cfg), Err(LogError::BadMeta(_))));
 }
+
+/// Measurements, not tests: run with
+/// `cargo nextest run -p reflektor --run-ignored ignored-only --no-capture log::tests::measure`.
+mod measure {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+
+    const TASKS: usize = 64;
+    const RUN_FOR: Duration = Duration::from_secs(3);
+    /// Bound on appends per task, whatever the speed.
+    const MAX_PER_TASK: usize = 200_000;
+
+    /// 64 tasks append 512-byte records for a few seconds; prints records/s and latencies.
+    async fn throughput(policy: FsyncPolicy) {
+        let dir = tempfile::tempdir().unwrap();
+        let Opened { log, .. } = open(&config(dir.path(), policy));
+        let stop = Arc::new(AtomicBool::new(false));
+        let body = Bytes::from(vec![b'x'; 512]);
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let (log, stop, body) = (log.clone(), stop.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while !stop.load(Ordering::Relaxed) && latencies.len() < MAX_PER_TASK {
+                        let mut r = record(b"", None);
+                        r.body = body.clone();
+                        let t = Instant::now();
+                        match log.append(r).await {
+                            Ok(_) => latencies.push(t.elapsed().as_micros() as u64),
+                            Err(AppendError::Busy) => tokio::task::yield_now().await,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        tokio::time::sleep(RUN_FOR).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        log.close().await.unwrap();
+        all.sort_unstable();
+        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+        println!(
+            "fsync={policy}: {} records in {elapsed:.2}s = {:.0} rec/s; latency p50 {} us, p99 {} us, max {} us",
+            all.len(),
+            all.len() as f64 / elapsed,
+            pct(0.50),
+            pct(0.99),
+            pct(1.0),
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement"]
+    async fn measure_append_throughput() {
+        throughput(FsyncPolicy::Always).await;
+        throughput(FsyncPolicy::Interval).await;
+        throughput(FsyncPolicy::Never).await;
+    }
+
+    /// Writes ~1 GiB under `never`, then times opening it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "measurement"]
+    async fn measure_open_of_a_1_gib_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), FsyncPolicy::Never);
+        let Opened { log, .. } = open(&cfg);
+        let body = Bytes::from(vec![b'x'; 512]);
+        let per_task = (1usize << 30) / 570 / TASKS;
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let (log, body) = (log.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut done = 0;
+                    while done < per_task {
+                        let mut r = record(b"", None);
+                        r.body = body.clone();
+                        match log.append(r).await {
+                            Ok(_) => done += 1,
+                            Err(AppendError::Busy) => tokio::task::yield_now().await,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        log.close().await.unwrap();
+        let stats = log.stats();
+        println!(
+            "wrote {} records, {} bytes in {} segments in {:.2}s",
+            stats.head,
+            stats.bytes,
+            stats.segments,
+            start.elapsed().as_secs_f64()
+        );
+        drop(log);
+
+        let start = Instant::now();
+        let Opened { log, .. } = open(&cfg);
+        let opened = start.elapsed();
+        println!(
+            "opened in {:.1} ms, scanned {} bytes (active segment only), head {}",
+            opened.as_secs_f64() * 1000.0,
+            log.state().scanned_bytes,
+            log.head()
+        );
+        let start = Instant::now();
+        let got = log.read(Offset(1), 1000, 1 << 20).await.unwrap();
+        println!(
+            "first read from the oldest sealed segment: {} records in {:.2} ms",
+            got.len(),
+            start.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}

@@ -1,30 +1,25 @@
-//! The writer thread (owns the active segment) and the syncer thread (fdatasync off the write
-//! path). See the module docs for the protocol per fsync policy.
+//! The writer thread: owns the active segment, batches appends, writes them, hands them to
+//! the syncers. See the module docs for the protocol per fsync policy.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
 
 use bytes::BytesMut;
 use shared::{Offset, Record};
-use tokio::sync::oneshot;
 use tracing::error;
 
 use super::handle::{State, lock, write_lock};
 use super::recovery::HINT_EVERY;
 use super::segment::{self, FRAME_HEADER_LEN, HEADER_LEN, SegmentEntry};
+use super::syncer::{self, Reply, SyncQueue};
 use super::{AppendError, FsyncPolicy};
 
 /// The writer stops draining the queue into one batch once it holds this many record bytes.
 pub(super) const MAX_BATCH_BYTES: usize = 4 << 20;
-/// Batches handed from the writer to the syncer and not yet synced.
-const SYNC_QUEUE: usize = 1024;
-
-type Reply = oneshot::Sender<Result<Offset, AppendError>>;
 
 /// What appenders send the writer.
 pub(super) enum Command {
@@ -46,19 +41,12 @@ pub(super) struct Active {
     pub(super) next: u64,
 }
 
-/// A written batch waiting for `fdatasync`: the newest offset in it, and (under `always`) the
-/// appends to answer once it is durable.
-struct SyncJob {
-    upto: u64,
-    replies: Vec<(Reply, Offset)>,
-}
-
 /// The log's threads, joined by `close`.
 pub(super) struct Threads {
     /// Ends with the result of the final `fdatasync`.
     pub(super) writer: JoinHandle<io::Result<()>>,
-    /// `None` under `never`.
-    pub(super) syncer: Option<JoinHandle<()>>,
+    /// None under `never`.
+    pub(super) syncers: Vec<JoinHandle<()>>,
 }
 
 /// Start the writer (and, unless the policy is `never`, the syncer).
@@ -67,17 +55,10 @@ pub(super) fn spawn(
     append_rx: Receiver<Command>,
     active: Active,
 ) -> io::Result<Threads> {
-    let policy = state.cfg.fsync;
-    let (sync_tx, syncer) = if policy == FsyncPolicy::Never {
-        (None, None)
-    } else {
-        let (sync_tx, sync_rx) = sync_channel(SYNC_QUEUE);
-        let state = state.clone();
-        let handle = thread::Builder::new()
-            .name("log-syncer".into())
-            .spawn(move || Syncer { state, sync_rx }.run())?;
-        (Some(sync_tx), Some(handle))
-    };
+    let syncer::Syncers {
+        queue: sync,
+        handles: syncers,
+    } = syncer::spawn(&state, active.next - 1)?;
     let writer = Writer {
         last_hint: active.len,
         file: active.file,
@@ -86,22 +67,22 @@ pub(super) fn spawn(
         next: active.next,
         state,
         append_rx,
-        sync_tx,
+        sync,
     };
     let handle = thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || writer.run())?;
     Ok(Threads {
         writer: handle,
-        syncer,
+        syncers,
     })
 }
 
 struct Writer {
     state: Arc<State>,
     append_rx: Receiver<Command>,
-    /// `None` under `never`; dropped on shutdown so the syncer finishes.
-    sync_tx: Option<SyncSender<SyncJob>>,
+    /// `None` under `never`.
+    sync: Option<Arc<SyncQueue>>,
     file: Arc<File>,
     /// Base offset of the active segment.
     base: u64,
@@ -229,10 +210,9 @@ impl Writer {
                 for ((_, reply), offset) in accepted.into_iter().zip(offsets) {
                     let _ = reply.send(Ok(offset));
                 }
-                self.hand_to_syncer(SyncJob {
-                    upto,
-                    replies: Vec::new(),
-                });
+                if let Some(sync) = &self.sync {
+                    sync.written(upto, Vec::new());
+                }
             }
             FsyncPolicy::Always => {
                 let replies = accepted
@@ -240,21 +220,9 @@ impl Writer {
                     .zip(offsets)
                     .map(|((_, reply), offset)| (reply, offset))
                     .collect();
-                self.hand_to_syncer(SyncJob { upto, replies });
-            }
-        }
-    }
-
-    fn hand_to_syncer(&self, job: SyncJob) {
-        let Some(sync_tx) = &self.sync_tx else {
-            return;
-        };
-        if let Err(e) = sync_tx.send(job) {
-            // The syncer only stops on shutdown; answer rather than leave appends hanging.
-            let why = "the log syncer stopped".to_owned();
-            self.state.fail(why.clone());
-            for (reply, _) in e.0.replies {
-                let _ = reply.send(Err(AppendError::Io(why.clone())));
+                if let Some(sync) = &self.sync {
+                    sync.written(upto, replies);
+                }
             }
         }
     }
@@ -290,7 +258,7 @@ impl Writer {
     }
 
     /// Shutdown: refuse what is still queued, `fdatasync`, publish the head, let the syncer end.
-    fn finish(mut self) -> io::Result<()> {
+    fn finish(self) -> io::Result<()> {
         loop {
             match self.append_rx.try_recv() {
                 Ok(Command::Append(p)) => {
@@ -300,91 +268,14 @@ impl Writer {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        // The syncer answers what it holds, then sees the channel close and stops.
-        self.sync_tx = None;
+        // The syncers sync and answer what was written, then stop.
+        if let Some(sync) = &self.sync {
+            sync.close();
+        }
         let synced = self.file.sync_data();
         if synced.is_ok() {
             self.state.publish_head(self.next - 1);
         }
         synced
-    }
-}
-
-struct Syncer {
-    state: Arc<State>,
-    sync_rx: Receiver<SyncJob>,
-}
-
-impl Syncer {
-    fn run(self) {
-        let interval = match self.state.cfg.fsync {
-            FsyncPolicy::Interval => Some(self.state.cfg.fsync_interval),
-            FsyncPolicy::Always | FsyncPolicy::Never => None,
-        };
-        // Start of the last fdatasync, to space them `interval` apart.
-        let mut last_sync: Option<Instant> = None;
-        loop {
-            let Ok(first) = self.sync_rx.recv() else {
-                return;
-            };
-            let mut jobs = vec![first];
-            let mut disconnected = false;
-            if let (Some(interval), Some(last)) = (interval, last_sync) {
-                let deadline = last + interval;
-                loop {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    match self.sync_rx.recv_timeout(deadline - now) {
-                        Ok(job) => jobs.push(job),
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            disconnected = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            while let Ok(job) = self.sync_rx.try_recv() {
-                jobs.push(job);
-            }
-            last_sync = Some(Instant::now());
-            self.sync(jobs);
-            if disconnected {
-                // Drain anything left, then stop.
-                let rest: Vec<SyncJob> = self.sync_rx.try_iter().collect();
-                if !rest.is_empty() {
-                    self.sync(rest);
-                }
-                return;
-            }
-        }
-    }
-
-    /// `fdatasync` the active segment (which holds, or follows the already-synced segment
-    /// holding, every job), publish the head and answer.
-    fn sync(&self, jobs: Vec<SyncJob>) {
-        let upto = jobs.iter().map(|j| j.upto).max().unwrap_or(0);
-        let file = lock(&self.state.active).clone();
-        match file.sync_data() {
-            Ok(()) => {
-                self.state.publish_head(upto);
-                for job in jobs {
-                    for (reply, offset) in job.replies {
-                        let _ = reply.send(Ok(offset));
-                    }
-                }
-            }
-            Err(e) => {
-                let why = format!("fdatasync of the active segment failed: {e}");
-                self.state.fail(why.clone());
-                for job in jobs {
-                    for (reply, _) in job.replies {
-                        let _ = reply.send(Err(AppendError::Io(why.clone())));
-                    }
-                }
-            }
-        }
     }
 }
