@@ -15,6 +15,9 @@ mod errors;
 pub mod history;
 pub(crate) mod ops;
 
+#[cfg(test)]
+mod tests;
+
 pub use body::read_body;
 pub(crate) use cors::cors_layer;
 pub use errors::ApiError;

@@ -197,10 +197,7 @@ mod tests {
             status(Method::Post, "/rooms/a/messages", "{\"id\":\"a/b\"}"),
             400
         );
-        assert_eq!(
-            status(Method::Post, "/rooms/a/messages", big.as_str()),
-            413
-        );
+        assert_eq!(status(Method::Post, "/rooms/a/messages", big.as_str()), 413);
         assert_eq!(status(Method::Patch, "/rooms/a/messages/1", "{}"), 405);
         assert_eq!(status(Method::Post, "/elsewhere", "{}"), 404);
         assert_eq!(status(Method::Post, "/rooms/a/events", "{\"data\":1}"), 400);
