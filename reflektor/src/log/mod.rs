@@ -50,14 +50,15 @@
 //! # Writing and durability
 //!
 //! The writer thread takes one queued append, drains whatever else is queued (up to
-//! [`writer::MAX_BATCH_BYTES`]), checks the disk quota, assigns consecutive offsets, encodes all
+//! 4 MiB of records), checks the disk quota, assigns consecutive offsets, encodes all
 //! frames into one buffer and issues one `write_all`. Then, per policy:
 //!
-//! - `always`: the batch is handed to the syncer thread, which `fdatasync`s the active segment,
-//!   publishes the new head and answers every append of every batch that the `fdatasync`
-//!   covered (group commit). The writer is already writing the next batch meanwhile, so the
-//!   disk is never idle waiting on the writer, nor the writer on the disk.
-//! - `interval`: appends are answered after `write(2)`; the syncer `fdatasync`s at most every
+//! - `always`: the batch's appends wait in the sync queue. A syncer thread claims everything
+//!   written so far, `fdatasync`s the active segment, publishes the new head and answers every
+//!   append the sync covered (group commit). Several syncers run, so a sync starts as soon as a
+//!   batch is written even while an earlier one is in flight; the writer meanwhile writes the
+//!   next batch. Neither the disk waits on the writer nor the writer on the disk.
+//! - `interval`: appends are answered after `write(2)`; one syncer `fdatasync`s at most every
 //!   `fsync_interval` (at once when it has been idle longer than that) and then publishes the
 //!   head. An `fdatasync` never blocks a write.
 //! - `never`: appends are answered and the head is published after `write(2)`.
@@ -69,7 +70,7 @@
 //!
 //! A segment is sealed when it has grown past `segment_bytes` (checked before each batch, so a
 //! segment may overshoot by at most one batch): the writer `fdatasync`s it, creates the next
-//! segment (header + `fdatasync`), `fsync`s the directory, and only then points the syncer at
+//! segment (header + `fdatasync`), `fsync`s the directory, and only then points the syncers at
 //! the new file, so every byte of a sealed segment is durable before anything after it is.
 //!
 //! A failed `write(2)` is rolled back (`ftruncate` to the previous length) and the batch answered

@@ -695,3 +695,94 @@ mod measure {
         );
     }
 }
+
+/// Set in the child process of [`nothing_acknowledged_is_lost_when_the_process_is_killed`].
+const KILL_DIR_ENV: &str = "REFLEKTOR_LOG_TEST_KILL_DIR";
+const KILL_POLICY_ENV: &str = "REFLEKTOR_LOG_TEST_KILL_POLICY";
+
+/// Run in a child process: append until killed, printing each acknowledged offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by nothing_acknowledged_is_lost_when_the_process_is_killed"]
+async fn append_until_killed() {
+    let (Ok(dir), Ok(policy)) = (std::env::var(KILL_DIR_ENV), std::env::var(KILL_POLICY_ENV))
+    else {
+        return;
+    };
+    let mut cfg = LogConfig::new(PathBuf::from(dir));
+    cfg.fsync = policy.parse().unwrap();
+    cfg.segment_bytes = 256 << 10;
+    let Opened { log, .. } = open(&cfg);
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..1_000_000u64 {
+                    let body = format!("{t}:{i}:{}", "y".repeat(200));
+                    match log.append(record(body.as_bytes(), None)).await {
+                        Ok(offset) => println!("acked {offset}"),
+                        Err(AppendError::Busy) => tokio::task::yield_now().await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_when_the_process_is_killed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    for policy in [FsyncPolicy::Always, FsyncPolicy::Interval] {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("log");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "log::tests::append_until_killed",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(KILL_DIR_ENV, &log_dir)
+            .env(KILL_POLICY_ENV, policy.as_str())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut acked = Vec::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(offset) = line.strip_prefix("acked ") {
+                acked.push(offset.parse::<u64>().unwrap());
+                if acked.len() == 3000 {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap(); // SIGKILL: no close, no flush
+        child.wait().unwrap();
+        assert_eq!(acked.len(), 3000, "{policy}: the child stopped early");
+
+        let Opened { log, .. } = open(&LogConfig {
+            fsync: policy,
+            ..LogConfig::new(log_dir)
+        });
+        let newest = *acked.iter().max().unwrap();
+        assert!(
+            log.head().0 >= newest,
+            "{policy}: head {} < acked {newest}",
+            log.head()
+        );
+        let got = read_all(&log, 1).await;
+        assert_eq!(got.len() as u64, log.head().0, "{policy}");
+        for (i, (offset, _)) in got.iter().enumerate() {
+            assert_eq!(*offset, i as u64 + 1);
+        }
+    }
+}
