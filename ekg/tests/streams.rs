@@ -486,3 +486,94 @@ async fn a_websocket_peer_that_never_answers_pings_is_closed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_stalled_sse_client_gets_a_final_lagging_event_and_the_stream_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(|c| c.send_queue = 16).await;
+    let room = "sse-stall";
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    let request = format!("GET /rooms/{room}/sse HTTP/1.1\r\nHost: ekg\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    wait_for("the subscriber", || async {
+        let (_, info) = server.get_json(&format!("/rooms/{room}")).await;
+        (info["subscribers"] == 1).then_some(())
+    })
+    .await;
+
+    let mut posted = 0;
+    let mut dropped = false;
+    while posted < 3000 && !dropped {
+        for _ in 0..20 {
+            server.post_message(room, payload(posted, 8 << 10)).await;
+            posted += 1;
+        }
+        let (_, info) = server.get_json(&format!("/rooms/{room}")).await;
+        dropped = info["subscribers"] == 0;
+    }
+    assert!(
+        dropped,
+        "the stalled client was never let go after {posted} events"
+    );
+
+    // Read the raw (chunked) response to its end: the last event is `lagging`.
+    let mut raw = Vec::new();
+    tokio::time::timeout(common::WAIT, async {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            raw.extend_from_slice(&buf[..n]);
+            if n == 0 || raw.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the stream did not end");
+    let text = String::from_utf8_lossy(&raw);
+    let lagging = "event: lagging\ndata: {\"type\":\"lagging\"}\n\n";
+    let at = text.rfind(lagging).expect("no lagging event");
+    assert!(
+        !text[at + lagging.len()..].contains("event:"),
+        "events after lagging"
+    );
+    assert!(
+        text.contains("event: message\nid: 1\n"),
+        "the stream started with the room's events"
+    );
+}
+
+#[tokio::test]
+async fn an_sse_client_that_goes_away_ends_its_stream_on_the_server() {
+    let server = Server::start(|c| c.sse_keepalive = Duration::from_millis(50)).await;
+    let mut sse = SseClient::connect(&server.url("/rooms/gone/sse"), None).await;
+    assert_eq!(sse.event().await.unwrap().0, "hello");
+    // Keepalive comments arrive while the room is quiet.
+    assert_eq!(sse.next().await, Sse::Comment("ping".into()));
+    drop(sse);
+    wait_for("the subscriber to leave", || async {
+        let (_, info) = server.get_json("/rooms/gone").await;
+        (info["subscribers"] == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backlog_much_larger_than_the_send_queue_is_delivered_whole() {
+    let server = Server::start(|c| c.send_queue = 8).await;
+    for i in 0..300 {
+        server.post_message("deep", json!({"i": i})).await;
+    }
+    let history = server.history_seqs("deep").await;
+    let last = *history.last().unwrap();
+
+    let mut ws = WsClient::connect(&server.ws_url("/rooms/deep/ws?after=0")).await;
+    assert_eq!(ws.frame().await["type"], "hello");
+    assert_eq!(seqs(&ws.frames_through(last).await), history);
+
+    let mut sse = SseClient::connect(&server.url("/rooms/deep/sse"), Some("0")).await;
+    assert_eq!(sse.event().await.unwrap().0, "hello");
+    assert_eq!(seqs(&sse.frames_through(last).await), history);
+}

@@ -183,3 +183,87 @@ fn cursors_are_decimal_seqs_and_anything_else_is_a_bad_cursor() {
         assert_eq!(err.code, "bad_cursor", "{bad:?}");
     }
 }
+
+/// A sink that records what it is asked to do, and is not ready every other poll.
+#[derive(Default)]
+struct RecordingSink {
+    sent: Vec<axum::extract::ws::Message>,
+    flushes: usize,
+    polls: usize,
+}
+
+impl futures_util::Sink<axum::extract::ws::Message> for RecordingSink {
+    type Error = axum::Error;
+
+    fn poll_ready(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), axum::Error>> {
+        self.polls += 1;
+        if self.polls.is_multiple_of(7) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn start_send(
+        mut self: std::pin::Pin<&mut Self>,
+        item: axum::extract::ws::Message,
+    ) -> Result<(), axum::Error> {
+        self.sent.push(item);
+        Ok(())
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), axum::Error>> {
+        self.flushes += 1;
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), axum::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_batch_is_fed_whole_and_flushed_once_sharing_the_frame_bytes() {
+    use super::metrics::ConnectionMetrics;
+    use super::ws::Outgoing;
+    use crate::rooms::Transport;
+
+    let frames: Vec<Arc<Frame>> = (1..=100)
+        .map(|s| {
+            Arc::new(Frame::event(
+                Seq(s),
+                "message",
+                format!(r#"{{"seq":{s}}}"#).as_bytes(),
+            ))
+        })
+        .collect();
+    let mut out = Outgoing::default();
+    out.batch.extend(frames.iter().cloned());
+    out.ping_due = true;
+    let mut sink = RecordingSink::default();
+    let metrics = ConnectionMetrics::new(Transport::Ws);
+    // The sink is not ready now and then: the write resumes where it stopped.
+    std::future::poll_fn(|cx| out.poll_write(cx, &mut sink, &metrics))
+        .await
+        .unwrap();
+    assert!(!out.has_work());
+    assert_eq!(sink.sent.len(), 101);
+    assert!(matches!(sink.sent[0], axum::extract::ws::Message::Ping(_)));
+    assert_eq!(sink.flushes, 1, "one flush for the whole batch");
+    for (msg, frame) in sink.sent[1..].iter().zip(&frames) {
+        let axum::extract::ws::Message::Text(text) = msg else {
+            panic!("not text: {msg:?}");
+        };
+        // The same bytes as the frame's (a refcount, not a copy).
+        assert_eq!(text.as_str().as_ptr(), frame.ws.as_str().as_ptr());
+    }
+}

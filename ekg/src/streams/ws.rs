@@ -230,15 +230,15 @@ where
 
 /// What the connection has to write: a batch of frames and possibly a ping.
 #[derive(Default)]
-struct Outgoing {
-    batch: VecDeque<Arc<Frame>>,
-    ping_due: bool,
+pub(super) struct Outgoing {
+    pub(super) batch: VecDeque<Arc<Frame>>,
+    pub(super) ping_due: bool,
     /// Messages were handed to the sink but not flushed yet.
     unflushed: bool,
 }
 
 impl Outgoing {
-    fn has_work(&self) -> bool {
+    pub(super) fn has_work(&self) -> bool {
         !self.batch.is_empty() || self.ping_due || self.unflushed
     }
 
@@ -246,7 +246,7 @@ impl Outgoing {
     ///
     /// Cancel-safe: a frame leaves the batch only once the sink has taken it, and a later call
     /// finishes the flush.
-    fn poll_write<K>(
+    pub(super) fn poll_write<K>(
         &mut self,
         cx: &mut Context<'_>,
         sink: &mut K,
