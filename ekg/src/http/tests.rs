@@ -182,3 +182,30 @@ async fn cors_headers_follow_the_configured_origins() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn run_serves_until_shutdown_then_returns_ok() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = shared::shutdown::CancellationToken::new();
+    let config = Config {
+        drain_window: std::time::Duration::from_millis(200),
+        ..Config::default()
+    };
+    let server = tokio::spawn(crate::run(listener, config, shutdown.clone()));
+    let resp = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    shutdown.cancel();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("run returns within the drain deadline")
+        .unwrap();
+    assert!(result.is_ok());
+    assert!(
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_err()
+    );
+}

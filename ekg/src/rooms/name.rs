@@ -51,15 +51,16 @@ impl fmt::Debug for RoomId {
 }
 
 /// A message id inside a room: the API server's own id, or the message's seq when it gave none.
+/// Cloning is a refcount bump: the message view and its id index share one allocation.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageId(Box<str>);
+pub struct MessageId(Arc<str>);
 
 impl MessageId {
     /// # Errors
     /// `400 bad_message_id` unless `s` matches `[A-Za-z0-9_.:-]{1,128}`.
     pub fn parse(s: &str) -> Result<MessageId, ApiError> {
         if valid_name(s) {
-            Ok(MessageId(Box::from(s)))
+            Ok(MessageId(Arc::from(s)))
         } else {
             Err(ApiError::bad_request(
                 "bad_message_id",
