@@ -83,6 +83,13 @@ pub struct Args {
     /// Time limit of one delivery request; past it the delivery is retried.
     #[arg(long, env = "REFLEKTOR_DELIVERY_TIMEOUT", default_value = "10s")]
     pub delivery_timeout: String,
+    /// Origin allowed to post to intake from a browser (CORS); `*` for any. Repeatable.
+    #[arg(
+        long = "cors-origin",
+        env = "REFLEKTOR_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
     /// Longest a SIGTERM/SIGINT shutdown may take.
     #[arg(long, env = "REFLEKTOR_SHUTDOWN_TIMEOUT", default_value = "10s")]
     pub shutdown_timeout: String,
@@ -124,6 +131,8 @@ pub struct Config {
     pub batch_max_bytes: usize,
     pub delivery_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 /// Headers that are part of every record anyway or that make no sense to replay.
@@ -214,8 +223,14 @@ impl Config {
         if keep_headers.len() > shared::record::MAX_HEADERS {
             return Err("--keep-header: too many headers".into());
         }
+        for o in &args.cors_origins {
+            if o != "*" && axum::http::HeaderValue::from_str(o).is_err() {
+                return Err(format!("--cors-origin: {o:?} is not an origin"));
+            }
+        }
         Ok(Config {
             listen: args.listen,
+            cors_origins: args.cors_origins,
             data_dir: args.data_dir,
             hosts,
             fsync: match args.fsync {

@@ -141,13 +141,65 @@ pub fn router(state: AppState) -> Router {
             post(ops::hosts::redrive),
         )
         .route_layer(from_fn_with_state(state.clone(), ops::hosts::require_token));
-    Router::new()
+    let cors = cors_layer(&state.config);
+    let app = Router::new()
         .merge(ops)
         .route("/metrics", get(ops::metrics_text).fallback(intake::intake))
         .route("/healthz", get(ops::healthz).fallback(intake::intake))
         .route("/readyz", get(ops::readyz).fallback(intake::intake))
         .fallback(intake::intake)
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// CORS for browsers posting to intake from the configured origins.
+fn cors_layer(config: &Config) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if config.cors_origins.is_empty() {
+        return None;
+    }
+    let origin = if config.cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            config
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let mut headers = vec![
+        header::CONTENT_TYPE,
+        header::AUTHORIZATION,
+        HeaderName::from_static("idempotency-key"),
+    ];
+    headers.extend(
+        config
+            .keep_headers
+            .iter()
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+    );
+    Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers(headers)
+            .expose_headers([
+                HeaderName::from_static("idempotency-replayed"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Serve on `listener` until `shutdown` is cancelled, then stop cleanly.

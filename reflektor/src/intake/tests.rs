@@ -129,7 +129,9 @@ async fn a_repeated_idempotency_key_answers_the_first_id() {
     assert_eq!(st, StatusCode::ACCEPTED);
     assert_eq!(a, b);
     assert_eq!(h2["idempotency-replayed"], "true");
-    assert_eq!(s.log.head(), shared::Offset(1));
+    let (_, _, c) = call(&s, post("/x", "next")).await;
+    let id = |v: &Value| v["id"].as_str().unwrap().parse::<u64>().unwrap();
+    assert_eq!(id(&c), id(&a) + 1, "the repeat appended nothing");
     s.log.close().await.unwrap();
 }
 
@@ -188,5 +190,38 @@ async fn hosts_can_be_added_listed_and_removed_with_bad_input_refused() {
         .unwrap();
     assert_eq!(call(&s, del).await.0, StatusCode::NOT_FOUND);
     s.pool.stop(std::time::Duration::from_secs(1)).await;
+    s.log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_configured_origin_gets_cors_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_dir(dir.path().to_path_buf());
+    config.cors_origins = vec!["http://page.example".into()];
+    let s = AppState::open(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let preflight = Request::options("/rooms/a/messages")
+        .header(header::ORIGIN, "http://page.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+        .body(Body::empty())
+        .unwrap();
+    let (st, h, _) = call(&s, preflight).await;
+    assert!(st.is_success(), "{st}");
+    assert_eq!(
+        h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "http://page.example"
+    );
+    let req = Request::post("/x")
+        .header(header::ORIGIN, "http://page.example")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (st, h, _) = call(&s, req).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert_eq!(
+        h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "http://page.example"
+    );
     s.log.close().await.unwrap();
 }
