@@ -170,7 +170,8 @@ impl IngestLog {
     }
 
     /// Apply one replayed request: its offset is the seq; at or below applied it is skipped.
-    /// A refused write still consumes its offset (reflektor dead-letters it and moves on).
+    /// A write refused on its merits (4xx) still consumes its offset (reflektor dead-letters it
+    /// and moves on); a 503 does not, so reflektor's retry applies it later.
     /// Replay carries no log head, so a replay-fed host is ready from its first delivery.
     ///
     /// # Errors
@@ -201,6 +202,12 @@ impl IngestLog {
             Seq::from(offset),
             ts_ms,
         );
+        if let Err(e) = &result
+            && e.status.is_server_error()
+        {
+            // A passing condition (the room limit): leave the offset for reflektor's retry.
+            return Err(e.clone());
+        }
         cursor.applied = offset;
         metrics::gauge!(telemetry::APPLIED_OFFSET).set(offset.0 as f64);
         drop(cursor);
