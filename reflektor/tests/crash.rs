@@ -5,6 +5,8 @@
 //! `the_bar_50k_posts_64_clients_sigkill_midway` is the full-size run, ignored by default:
 //! `cargo test --release -p reflektor --test crash -- --ignored --nocapture`
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -41,7 +41,11 @@ pub(crate) async fn run(host: Arc<Host>, ctx: Arc<Ctx>) {
     info!("delivery started");
     let mut head_rx = ctx.log.watch_head();
     let mut read_failures: u32 = 0;
-    let mut last_sent = Instant::now();
+    // As if a heartbeat were due: an idle host learns the head (and reports what it applied)
+    // as soon as the worker starts.
+    let mut last_sent = Instant::now()
+        .checked_sub(HEARTBEAT)
+        .unwrap_or_else(Instant::now);
     while !host.stop.is_cancelled() {
         head_rx.borrow_and_update();
         let cursor = host.cursor();

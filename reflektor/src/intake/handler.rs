@@ -96,10 +96,18 @@ async fn accept(state: &AppState, req: Request) -> Result<Response, AppError> {
     let (offset, replayed) = match idempotency_key {
         None => (append(state, record).await?, false),
         Some(key) => {
-            let appended = state
-                .dedupe
-                .run(&key, now_ms, || append(state, record))
-                .await;
+            // Run in its own task: if the client goes away mid-append, the append still
+            // completes and fills the key's cell, so the client's retry with the same key
+            // gets this offset instead of appending a second copy. The task ends with the
+            // append (bounded by the log), and nothing else waits on it.
+            let st = state.clone();
+            let task =
+                tokio::spawn(
+                    async move { st.dedupe.run(&key, now_ms, || append(&st, record)).await },
+                );
+            let appended = task
+                .await
+                .map_err(|e| AppError::Internal(format!("append task failed: {e}")))?;
             match appended {
                 Deduped::Done { offset, replayed } => (offset, replayed),
                 Deduped::Failed(e) => return Err(e),
