@@ -47,9 +47,11 @@ pub enum WriteResult {
 
 impl IngestLog {
     pub fn new(config: &Config) -> IngestLog {
+        let ready = matches!(config.mode, Mode::Standalone { .. });
+        metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
         IngestLog {
             cursor: Mutex::new(Cursor::default()),
-            ready: AtomicBool::new(matches!(config.mode, Mode::Standalone { .. })),
+            ready: AtomicBool::new(ready),
             signer: config.secret.as_deref().map(|s| Signer::new(s.as_bytes())),
         }
     }
