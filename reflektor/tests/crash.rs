@@ -28,7 +28,7 @@ async fn post_stream(
     url: &str,
     clients: usize,
     budget: Arc<AtomicUsize>,
-    kill_after: Option<(usize, u32)>,
+    kill_after: Option<(usize, u32, &'static str)>,
 ) -> Phase {
     let started = Instant::now();
     let acked_count = Arc::new(AtomicUsize::new(0));
@@ -78,7 +78,7 @@ async fn post_stream(
             (acked, lat)
         }));
     }
-    let killer = kill_after.map(|(after, pid)| {
+    let killer = kill_after.map(|(after, pid, signal)| {
         let acked_count = acked_count.clone();
         tokio::spawn(async move {
             wait_for(Duration::from_secs(120), "enough acknowledgements", || {
@@ -86,7 +86,7 @@ async fn post_stream(
             })
             .await;
             let st = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
+                .args([signal, &pid.to_string()])
                 .status()
                 .unwrap();
             assert!(st.success());
@@ -118,6 +118,10 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 }
 
 async fn crash_run(total: usize, clients: usize, extra: &[&str]) {
+    crash_run_with(total, clients, extra, "-KILL").await;
+}
+
+async fn crash_run_with(total: usize, clients: usize, extra: &[&str], signal: &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("r");
     let host = RecordingHost::start().await;
@@ -125,20 +129,37 @@ async fn crash_run(total: usize, clients: usize, extra: &[&str]) {
     args.extend_from_slice(extra);
     let mut r = Reflektor::start(&data, &args);
     let budget = Arc::new(AtomicUsize::new(total));
-    let first = post_stream(&r.url, clients, budget.clone(), Some((total / 2, r.pid()))).await;
-    r.kill();
+    let first = post_stream(
+        &r.url,
+        clients,
+        budget.clone(),
+        Some((total / 2, r.pid(), signal)),
+    )
+    .await;
+    if signal == "-TERM" {
+        let status = r.wait_exit(Duration::from_secs(12));
+        assert!(status.success(), "SIGTERM exit status {status:?}");
+    } else {
+        r.kill();
+    }
     let delivered_before_restart = host.offsets().len();
     let r = Reflektor::start(&data, &args);
     let second = post_stream(&r.url, clients, budget.clone(), None).await;
-    assert_eq!(budget.load(Ordering::SeqCst), 0, "every post answered after the restart");
+    assert_eq!(
+        budget.load(Ordering::SeqCst),
+        0,
+        "every post answered after the restart"
+    );
     let acked: Vec<u64> = first.acked.iter().chain(&second.acked).copied().collect();
     assert_eq!(acked.len(), total);
     let unique: HashSet<u64> = acked.iter().copied().collect();
     assert_eq!(unique.len(), acked.len(), "no id given twice");
     let t = Instant::now();
-    wait_for(Duration::from_secs(120), "every acknowledged id delivered", || {
-        host.has_all(&acked)
-    })
+    wait_for(
+        Duration::from_secs(120),
+        "every acknowledged id delivered",
+        || host.has_all(&acked),
+    )
     .await;
     let catch_up = t.elapsed();
     let got = host.offsets();
@@ -149,7 +170,7 @@ async fn crash_run(total: usize, clients: usize, extra: &[&str]) {
     lat.sort_unstable();
     let (batches, requests) = host.with(|s| (s.batch_sizes.len(), s.requests));
     eprintln!(
-        "crash run: {total} posts from {clients} clients; {} acknowledged before SIGKILL in {:?} ({:.0}/s), \
+        "crash run: {total} posts from {clients} clients; {} acknowledged before the signal in {:?} ({:.0}/s), \
          {} after restart in {:?} ({:.0}/s); host had {} before restart, {} records total after; \
          all delivered {:?} after the last post; intake latency p50 {} us, p99 {} us, p99.9 {} us, max {} us; \
          {batches} batches in {requests} host requests",
@@ -178,6 +199,11 @@ async fn sigkill_during_a_stream_loses_no_acknowledged_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_with_fsync_always_loses_no_acknowledged_record() {
     crash_run(600, 8, &["--fsync", "always"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_a_stream_exits_zero_and_loses_no_acknowledged_record() {
+    crash_run_with(1_000, 8, &["--fsync", "interval"], "-TERM").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -116,13 +116,18 @@ impl Reflektor {
 
     /// SIGTERM and wait for the exit (up to `timeout`).
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
         let ok = Command::new("kill")
             .arg("-TERM")
-            .arg(child.id().to_string())
+            .arg(self.pid().to_string())
             .status()
             .unwrap();
         assert!(ok.success());
+        self.wait_exit(timeout)
+    }
+
+    /// Wait for the process to exit by itself (after a signal sent elsewhere).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
@@ -131,7 +136,7 @@ impl Reflektor {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("reflektor did not exit within {timeout:?} of SIGTERM");
+                panic!("reflektor did not exit within {timeout:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
