@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}/events", post(ingest::write))
         .merge(streams::routes())
         .fallback(http::ops::not_found)
+        .method_not_allowed_fallback(http::ops::method_not_allowed)
         .with_state(state);
     match cors {
         Some(layer) => app.layer(layer),

@@ -132,6 +132,17 @@ async fn room_info_shows_head_oldest_messages_and_subscribers() {
 async fn health_metrics_static_files_and_unknown_paths() {
     let state = state();
     assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
+    let resp = router(state.clone())
+        .oneshot(
+            Request::patch("/rooms/a/messages/m1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("method_not_allowed"));
     let (status, body) = get(&state, "/nope").await;
     assert_eq!(
         (status, body["error"].as_str()),
