@@ -62,6 +62,13 @@ pub(super) fn recover(
         });
     };
     let active_path = active_path.clone();
+    if let Some(path) = found.get(&0) {
+        return Err(LogError::Corrupt {
+            segment: path.clone(),
+            position: 0,
+            detail: "a segment cannot start at offset 0".into(),
+        });
+    }
     for (&base, path) in found.range(..active_base) {
         let bytes = path.metadata()?.len();
         total_bytes += bytes;

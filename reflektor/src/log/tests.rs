@@ -166,6 +166,11 @@ async fn reopening_keeps_the_epoch_and_continues_the_offsets() {
     let log = opened.log;
     assert_eq!(log.epoch(), epoch);
     assert_eq!(log.head(), Offset(3));
+    assert_eq!(
+        log.timestamp_of(Offset(2)).await,
+        Some(1_700_000_000_000),
+        "read from disk: the cache starts empty"
+    );
     assert_eq!(log.append(record(b"four", None)).await.unwrap(), Offset(4));
     let bodies: Vec<_> = read_all(&log, 1).await.into_iter().map(|r| r.1).collect();
     assert_eq!(bodies, vec!["one", "two", "three", "four"]);

@@ -49,7 +49,7 @@ pub(super) struct Threads {
     pub(super) syncers: Vec<JoinHandle<()>>,
 }
 
-/// Start the writer (and, unless the policy is `never`, the syncer).
+/// Start the writer (and, unless the policy is `never`, the syncers).
 pub(super) fn spawn(
     state: Arc<State>,
     append_rx: Receiver<Command>,
@@ -59,6 +59,7 @@ pub(super) fn spawn(
         queue: sync,
         handles: syncers,
     } = syncer::spawn(&state, active.next - 1)?;
+    let sync_on_error = sync.clone();
     let writer = Writer {
         last_hint: active.len,
         file: active.file,
@@ -71,7 +72,12 @@ pub(super) fn spawn(
     };
     let handle = thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || writer.run())?;
+        .spawn(move || writer.run())
+        .inspect_err(|_| {
+            if let Some(sync) = sync_on_error {
+                sync.close();
+            }
+        })?;
     Ok(Threads {
         writer: handle,
         syncers,
