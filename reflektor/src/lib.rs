@@ -126,19 +126,32 @@ impl AppState {
 
 /// All of reflektor's HTTP surface.
 pub fn router(state: AppState) -> Router {
+    let only = |allow: &'static str| {
+        move |method: axum::http::Method| async move {
+            intake::AppError::OpsMethodNotAllowed {
+                method: method.to_string(),
+                allow,
+            }
+        }
+    };
     let ops = Router::new()
         .route(
             "/_reflektor/hosts",
-            get(ops::hosts::list_hosts).post(ops::hosts::add_host),
+            get(ops::hosts::list_hosts)
+                .post(ops::hosts::add_host)
+                .fallback(only("GET, POST")),
         )
-        .route("/_reflektor/hosts/{id}", delete(ops::hosts::remove_host))
+        .route(
+            "/_reflektor/hosts/{id}",
+            delete(ops::hosts::remove_host).fallback(only("DELETE")),
+        )
         .route(
             "/_reflektor/dead-letters",
-            get(ops::hosts::list_dead_letters),
+            get(ops::hosts::list_dead_letters).fallback(only("GET")),
         )
         .route(
             "/_reflektor/dead-letters/{id}/redrive",
-            post(ops::hosts::redrive),
+            post(ops::hosts::redrive).fallback(only("POST")),
         )
         .route_layer(from_fn_with_state(state.clone(), ops::hosts::require_token));
     let cors = cors_layer(&state.config);

@@ -17,6 +17,9 @@ pub enum AppError {
     /// The body is larger than `--max-body`.
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// An operations endpoint got a method it does not serve.
+    #[error("this endpoint does not take {method}; it takes {allow}")]
+    OpsMethodNotAllowed { method: String, allow: &'static str },
     /// `--token` is set and the request did not carry it.
     #[error("missing or wrong bearer token")]
     Unauthorized,
@@ -51,7 +54,9 @@ impl AppError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::MethodNotAllowed(_) | AppError::OpsMethodNotAllowed { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
             AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
             AppError::Overloaded(_) | AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,7 +70,9 @@ impl AppError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            AppError::MethodNotAllowed(_) => "method_not_allowed",
+            AppError::MethodNotAllowed(_) | AppError::OpsMethodNotAllowed { .. } => {
+                "method_not_allowed"
+            }
             AppError::BodyTooLarge { .. } => "body_too_large",
             AppError::Unauthorized => "unauthorized",
             AppError::Overloaded(_) => "overloaded",
@@ -91,6 +98,9 @@ impl IntoResponse for AppError {
         match self {
             AppError::MethodNotAllowed(_) => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            }
+            AppError::OpsMethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             AppError::Overloaded(_) | AppError::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
