@@ -61,7 +61,10 @@ async fn resuming_a_websocket_while_events_are_published_has_no_gap_and_no_dupli
         let http = server.http.clone();
         let url = server.url(&format!("/rooms/{room}/messages"));
         tokio::spawn(async move {
+            // Paced, so that the clients below join while it runs.
+            let mut pace = tokio::time::interval(Duration::from_millis(2));
             for i in 50..250 {
+                pace.tick().await;
                 let resp = http
                     .post(&url)
                     .bearer_auth(common::TOKEN)
@@ -73,19 +76,32 @@ async fn resuming_a_websocket_while_events_are_published_has_no_gap_and_no_dupli
             }
         })
     };
-    // Several clients resume at different moments while the publisher runs.
+    // Several clients resume at different moments while the publisher runs: each one once
+    // the room has grown by another 40 events.
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    let mut heads = Vec::new();
+    for i in 1..=4u64 {
+        wait_for("the publisher to progress", || async {
+            let (_, info) = server.get_json(&format!("/rooms/{room}")).await;
+            (info["messages"].as_u64() >= Some(50 + 40 * i)).then_some(())
+        })
+        .await;
         let mut ws =
             WsClient::connect(&server.ws_url(&format!("/rooms/{room}/ws?after={cursor}"))).await;
-        assert_eq!(ws.frame().await["type"], "hello");
+        let hello = ws.frame().await;
+        assert_eq!(hello["type"], "hello");
+        heads.push(hello["head"].as_u64().unwrap());
         clients.push(ws);
-        tokio::task::yield_now().await;
     }
     publisher.await.unwrap();
 
     let history = server.history_seqs(room).await;
     assert_eq!(history.len(), 250);
+    // The clients really joined mid-stream: each hello's head was below the final head.
+    assert!(
+        heads.iter().all(|&h| h < *history.last().unwrap()),
+        "{heads:?}"
+    );
     let expected: Vec<u64> = history.into_iter().filter(|&s| s > cursor).collect();
     let last = *expected.last().unwrap();
     for mut ws in clients {
@@ -576,4 +592,43 @@ async fn a_backlog_much_larger_than_the_send_queue_is_delivered_whole() {
     let mut sse = SseClient::connect(&server.url("/rooms/deep/sse"), Some("0")).await;
     assert_eq!(sse.event().await.unwrap().0, "hello");
     assert_eq!(seqs(&sse.frames_through(last).await), history);
+}
+
+/// Measurement (run alone: `cargo nextest run -p ekg --run-ignored only idle_`): server-side
+/// resident memory per idle stream. nextest runs each test in its own process, so the RSS
+/// delta is this server's (plus a bare client socket per stream, which makes it an upper
+/// bound).
+#[tokio::test]
+#[ignore = "measurement; prints per-connection memory"]
+async fn idle_streams_cost_little_memory_on_the_server() {
+    let server = Server::start(|_| {}).await;
+    const N: usize = 2000;
+    for (path, ws) in [("/rooms/mem/ws", true), ("/rooms/mem/sse", false)] {
+        // Warm up allocator and runtime, then let those connections go.
+        drop(common::open_bare(&server, path, ws, 200).await);
+        wait_for("warm-up streams to end", || async {
+            let (_, info) = server.get_json("/rooms/mem").await;
+            (info["subscribers"] == 0).then_some(())
+        })
+        .await;
+        let before = common::rss_bytes();
+        let streams = common::open_bare(&server, path, ws, N).await;
+        let after = common::rss_bytes();
+        let per = (after.saturating_sub(before)) / N as u64;
+        eprintln!(
+            "{}: {N} idle streams: RSS {} KiB -> {} KiB: {per} bytes per stream",
+            if ws { "websocket" } else { "sse" },
+            before / 1024,
+            after / 1024
+        );
+        if ws {
+            assert!(per < 5 * 1024, "an idle websocket costs {per} bytes");
+        }
+        drop(streams);
+        wait_for("streams to end", || async {
+            let (_, info) = server.get_json("/rooms/mem").await;
+            (info["subscribers"] == 0).then_some(())
+        })
+        .await;
+    }
 }

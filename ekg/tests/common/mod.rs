@@ -362,3 +362,45 @@ pub fn payload(n: usize, size: usize) -> Value {
 pub fn seqs(frames: &[Value]) -> Vec<u64> {
     frames.iter().filter_map(|f| f["seq"].as_u64()).collect()
 }
+
+/// Resident memory of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Open `n` streams with a bare socket (so the client side costs next to nothing) and wait
+/// for each one's hello.
+pub async fn open_bare(
+    server: &Server,
+    path: &str,
+    ws: bool,
+    n: usize,
+) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let upgrade = if ws {
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        } else {
+            ""
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: ekg\r\n{upgrade}\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        while !got.windows(5).any(|w| w == b"hello") {
+            let k = tokio::time::timeout(WAIT, s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(k > 0, "closed before hello");
+            got.extend_from_slice(&buf[..k]);
+        }
+        out.push(s);
+    }
+    out
+}
