@@ -2,10 +2,11 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use shared::Offset;
 
 use super::ReadError;
@@ -22,13 +23,32 @@ struct Want {
     head: u64,
     max_records: usize,
     max_bytes: usize,
-    out: Vec<Bytes>,
-    bytes: usize,
+    /// Every record read so far, back to back: one allocation per read, not per record.
+    buf: BytesMut,
+    /// Where each record sits in `buf`.
+    records: Vec<Range<usize>>,
 }
 
 impl Want {
     fn full(&self) -> bool {
-        self.out.len() >= self.max_records || self.cur > self.head
+        self.records.len() >= self.max_records || self.cur > self.head
+    }
+
+    /// The segment holding `cur` is gone (retention): what was read so far, or `Trimmed`.
+    fn trimmed(self, state: &State) -> Result<Vec<Bytes>, ReadError> {
+        if self.records.is_empty() {
+            Err(ReadError::Trimmed {
+                oldest: state.oldest(),
+            })
+        } else {
+            Ok(self.into_records())
+        }
+    }
+
+    /// The records read, as slices of one shared buffer.
+    fn into_records(self) -> Vec<Bytes> {
+        let buf = self.buf.freeze();
+        self.records.into_iter().map(|r| buf.slice(r)).collect()
     }
 }
 
@@ -45,8 +65,8 @@ pub(super) fn read(
         head: head.0,
         max_records,
         max_bytes,
-        out: Vec::new(),
-        bytes: 0,
+        buf: BytesMut::with_capacity(max_bytes.clamp(4096, READ_BUFFER)),
+        records: Vec::new(),
     };
     while !want.full() {
         let (segment, next_base) = {
@@ -58,32 +78,17 @@ pub(super) fn read(
             let next_base = segments.range(want.cur + 1..).next().map(|(base, _)| *base);
             (segment, next_base)
         };
-        let trimmed = || ReadError::Trimmed {
-            oldest: state.oldest(),
-        };
         let Some((base, path)) = segment else {
-            return if want.out.is_empty() {
-                Err(trimmed())
-            } else {
-                Ok(want.out)
-            };
+            return want.trimmed(state);
         };
         if want.cur < state.oldest().0 {
-            return if want.out.is_empty() {
-                Err(trimmed())
-            } else {
-                Ok(want.out)
-            };
+            return want.trimmed(state);
         }
         let file = match File::open(&path) {
             Ok(file) => file,
             // Retention deleted it since we looked.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return if want.out.is_empty() {
-                    Err(trimmed())
-                } else {
-                    Ok(want.out)
-                };
+                return want.trimmed(state);
             }
             Err(e) => return Err(ReadError::Io(format!("{}: {e}", path.display()))),
         };
@@ -106,7 +111,7 @@ pub(super) fn read(
             None => break,
         }
     }
-    Ok(want.out)
+    Ok(want.into_records())
 }
 
 /// Scan one segment for `want`. Returns true when the limits stopped the read.
@@ -161,28 +166,31 @@ fn read_segment(
             expected += 1;
             continue;
         }
-        if !want.out.is_empty() && want.bytes + len > want.max_bytes {
+        if !want.records.is_empty() && want.buf.len() + len > want.max_bytes {
             state.add_hint(expected, base, pos);
             return Ok(true);
         }
-        let mut record = vec![0u8; len];
+        let start = want.buf.len();
+        want.buf.resize(start + len, 0);
+        let record = &mut want.buf[start..];
         record[..8].copy_from_slice(&head[FRAME_HEADER_LEN..]);
-        match reader.read_exact(&mut record[8..]) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !sealed => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(corrupt(pos, "frame cut short".into()));
-            }
-            Err(e) => return Err(io_error(e)),
+        let read = reader.read_exact(&mut record[8..]);
+        if let Err(e) = read {
+            want.buf.truncate(start);
+            return match e.kind() {
+                // The active segment may be mid-write past the head.
+                io::ErrorKind::UnexpectedEof if !sealed => Ok(false),
+                io::ErrorKind::UnexpectedEof => Err(corrupt(pos, "frame cut short".into())),
+                _ => Err(io_error(e)),
+            };
         }
-        if crc32fast::hash(&record) != crc {
+        if crc32fast::hash(&want.buf[start..]) != crc {
             return Err(corrupt(
                 pos,
                 format!("checksum mismatch in the frame of offset {offset}"),
             ));
         }
-        want.bytes += len;
-        want.out.push(Bytes::from(record));
+        want.records.push(start..start + len);
         pos += (FRAME_HEADER_LEN + len) as u64;
         expected += 1;
         want.cur = expected;
