@@ -40,7 +40,7 @@
 //! room is unaffected: the broadcast channel never waits for a slow receiver.
 //!
 //! The backlog is not bounded by the send queue (it is shared with the room's history, not
-//! copied): it goes out in order, in chunks of [`pump::MAX_BATCH`], before any live frame. Live
+//! copied): it goes out in order, in chunks of `pump::MAX_BATCH`, before any live frame. Live
 //! frames are queued meanwhile, and a client whose backlog takes so long that the queue
 //! overflows is lagging too.
 //!
@@ -69,9 +69,18 @@
 //!
 //! # Memory per idle connection
 //!
-//! WebSocket: tungstenite's read buffer is [`ws::READ_BUFFER`] bytes and its write buffer grows
-//! only while frames are written; the pump's queue and batch are empty `VecDeque`s (no
-//! allocation). SSE: a `BODY_CHANNEL`-slot channel of `Bytes`.
+//! WebSocket: tungstenite's read buffer is `ws::READ_BUFFER` (512) bytes and its write buffer
+//! grows only while frames are written; the pump's queue and batch are empty `VecDeque`s (no
+//! allocation); hyper's HTTP buffers are released by the upgrade. Measured: about 3.9 KiB of
+//! resident memory per idle WebSocket (test `idle_streams_cost_little_memory_on_the_server`).
+//! SSE stays an HTTP response, so hyper's connection buffers (8 KiB read, 8 KiB write) remain:
+//! about 24 KiB per idle stream.
+//!
+//! # Throughput
+//!
+//! Under load a wake-up carries several frames and tungstenite writes them with one syscall:
+//! 200 WebSocket clients of one room, 4000 events posted by 8 writers, debug build: 800k
+//! deliveries in 113k `sendto` calls (about 7 frames per write).
 
 mod admit;
 mod drain;
