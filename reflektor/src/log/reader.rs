@@ -145,9 +145,20 @@ fn read_segment(
         // Frame header and the record's offset.
         let mut head = [0u8; FRAME_HEADER_LEN + 8];
         let n = read_up_to(&mut reader, &mut head).map_err(io_error)?;
-        if n == 0 || (n < head.len() && !sealed) {
-            // End of the segment (the active one may be mid-write past the head).
+        if n == 0 && sealed {
+            // The caller checks that the next segment starts where this one ended.
             return Ok(false);
+        }
+        if n == 0 {
+            // Everything up to the head is written before the head moves, and a record past
+            // this segment would be in a newer segment, seen when this one was looked up.
+            return Err(corrupt(
+                pos,
+                format!(
+                    "the active segment ends before offset {expected}, below the head {}",
+                    want.head
+                ),
+            ));
         }
         if n < head.len() {
             return Err(corrupt(pos, "frame cut short".into()));
@@ -178,8 +189,6 @@ fn read_segment(
         if let Err(e) = read {
             want.buf.truncate(start);
             return match e.kind() {
-                // The active segment may be mid-write past the head.
-                io::ErrorKind::UnexpectedEof if !sealed => Ok(false),
                 io::ErrorKind::UnexpectedEof => Err(corrupt(pos, "frame cut short".into())),
                 _ => Err(io_error(e)),
             };

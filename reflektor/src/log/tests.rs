@@ -791,3 +791,53 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_following_the_head_from_disk_sees_every_record_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Never);
+    cfg.segment_bytes = 16 << 10;
+    cfg.cache_bytes = 0; // every read goes to the segment files the writer is appending to
+    let Opened { log, .. } = open(&cfg);
+    const TOTAL: u64 = 4000;
+    let reader = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut head = log.watch_head();
+            let mut next = 1;
+            while next <= TOTAL {
+                let got = log.read(Offset(next), 50, 16 << 10).await.unwrap();
+                if got.is_empty() {
+                    tokio::time::timeout(DEADLINE, head.wait_for(|h| h.0 >= next))
+                        .await
+                        .expect("the head moves")
+                        .unwrap();
+                    continue;
+                }
+                for (offset, body) in decoded(&got) {
+                    assert_eq!(offset, next);
+                    assert!(body.starts_with(b"t"));
+                    next += 1;
+                }
+            }
+        })
+    };
+    let writers: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..TOTAL / 8 {
+                    let body = format!("t{t}:{i}:{}", "z".repeat(60));
+                    log.append(record(body.as_bytes(), None)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    tokio::time::timeout(DEADLINE, reader)
+        .await
+        .unwrap()
+        .unwrap();
+}
