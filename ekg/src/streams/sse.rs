@@ -106,7 +106,8 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
     let metrics = ConnectionMetrics::new(Transport::Sse);
     let mut pump = Pump::new(sub, state.config.send_queue);
 
-    let every = state.config.sse_keepalive;
+    // A zero period would panic in `interval`; the config refuses it, this keeps it so.
+    let every = state.config.sse_keepalive.max(Duration::from_millis(1));
     let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let drain = turn.wait(state.shutdown.clone());

@@ -126,7 +126,8 @@ where
     let mut pump = Pump::new(sub, state.config.send_queue);
     let (mut sink, mut stream) = socket.split();
 
-    let ping_every = state.config.ws_ping_interval;
+    // A zero period would panic in `interval`; the config refuses it, this keeps it so.
+    let ping_every = state.config.ws_ping_interval.max(Duration::from_millis(1));
     let idle_timeout = state.config.idle_timeout;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
