@@ -169,7 +169,7 @@ impl Log {
     /// [`LogError::Corrupt`] when damaged data is followed by valid records,
     /// [`LogError::BadMeta`] when the epoch cannot be read, [`LogError::Io`] otherwise.
     pub fn open(cfg: LogConfig) -> Result<Opened, LogError> {
-        std::fs::create_dir_all(&cfg.dir)?;
+        std::fs::create_dir_all(&cfg.dir).map_err(segment::at(&cfg.dir))?;
         let found = segment::list(&cfg.dir)?;
         let epoch = super::meta::load_or_create(&cfg.dir, found.is_empty())?;
         let rec = recovery::recover(&cfg.dir, epoch, found)?;

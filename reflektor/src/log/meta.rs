@@ -32,10 +32,10 @@ pub(super) fn load_or_create(dir: &Path, fresh: bool) -> Result<Epoch, LogError>
                 )));
             }
             let epoch = Epoch(fastrand::u64(1..));
-            write(dir, epoch)?;
+            write(dir, epoch).map_err(super::segment::at(&path))?;
             Ok(epoch)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(super::segment::at(&path)(e).into()),
     }
 }
 

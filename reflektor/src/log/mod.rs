@@ -44,8 +44,8 @@
 //! holds offset `o` is the one with the greatest base `<= o`, and a sealed segment's last offset
 //! is the next segment's base minus one: no index file is needed, and opening the log never
 //! reads a sealed segment. Within a segment a reader scans frames from the start (or from a
-//! position hint the writer and earlier reads leave every ~1 MiB), checking each frame's length,
-//! CRC and offset.
+//! position hint the writer and earlier reads leave every ~1 MiB), checking every frame's length
+//! and offset, and the CRC of every frame it returns.
 //!
 //! # Writing and durability
 //!
@@ -102,6 +102,10 @@
 //! very last frame cannot be told apart from a torn tail and is treated as one. Damage in a
 //! sealed segment is found when it is read: [`ReadError::Corrupt`].
 //!
+//! After a power loss, data that was written but not yet synced may be gone; on ext4 (ordered
+//! data mode, the default) the file's size never runs ahead of its data, so that loss shows up
+//! as a shorter file or a torn tail, not as a hole in the middle.
+//!
 //! The idempotency keys of the records in the active segment come back in
 //! [`Opened::recent_keys`] so intake can rebuild its dedupe window.
 //!
@@ -109,7 +113,8 @@
 //!
 //! The writer keeps the most recent encoded records in an in-memory cache bounded by
 //! `cache_bytes` (slices of the buffers it wrote: no copy). [`Log::read`] serves from it when it
-//! can and otherwise reads the segment off the runtime. Reads stop at the visible head.
+//! can and otherwise reads the segment off the runtime, into one buffer per call that the
+//! returned records share. Reads stop at the visible head.
 //!
 //! # Retention
 //!

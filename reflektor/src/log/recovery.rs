@@ -70,7 +70,7 @@ pub(super) fn recover(
         });
     }
     for (&base, path) in found.range(..active_base) {
-        let bytes = path.metadata()?.len();
+        let bytes = path.metadata().map_err(segment::at(path))?.len();
         total_bytes += bytes;
         segments.insert(
             base,
@@ -84,9 +84,12 @@ pub(super) fn recover(
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
-        .open(&active_path)?;
+        .open(&active_path)
+        .map_err(segment::at(&active_path))?;
+    let named = active_path.clone();
+    let at = segment::at(&named);
     let mut data = Vec::new();
-    file.read_to_end(&mut data)?;
+    file.read_to_end(&mut data).map_err(&at)?;
     let scanned_bytes = data.len() as u64;
     let mut truncated_bytes = 0;
 
@@ -94,9 +97,10 @@ pub(super) fn recover(
         // Created but the header never made it to disk: the segment holds nothing.
         warn!(segment = %active_path.display(), len = data.len(), "rewriting a torn segment header");
         truncated_bytes = data.len() as u64;
-        file.set_len(0)?;
-        file.write_all(&segment::encode_header(epoch, active_base))?;
-        file.sync_data()?;
+        file.set_len(0).map_err(&at)?;
+        file.write_all(&segment::encode_header(epoch, active_base))
+            .map_err(&at)?;
+        file.sync_data().map_err(&at)?;
         data.clear();
         data.extend_from_slice(&segment::encode_header(epoch, active_base));
     }
@@ -126,10 +130,10 @@ pub(super) fn recover(
             %problem,
             "cutting a torn tail off the log"
         );
-        file.set_len(position as u64)?;
-        file.sync_data()?;
+        file.set_len(position as u64).map_err(&at)?;
+        file.sync_data().map_err(&at)?;
         // O_APPEND writes go to the new end; keep the cursor there too for clarity.
-        file.seek(SeekFrom::End(0))?;
+        file.seek(SeekFrom::End(0)).map_err(&at)?;
         truncated_bytes += cut;
     }
     let active_len = scan.valid_len as u64;

@@ -44,8 +44,8 @@ fn parse_file_name(name: &str) -> Option<u64> {
 /// Every segment in `dir`, by base offset.
 pub(super) fn list(dir: &Path) -> io::Result<BTreeMap<u64, PathBuf>> {
     let mut out = BTreeMap::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
+    for entry in fs::read_dir(dir).map_err(at(dir))? {
+        let entry = entry.map_err(at(dir))?;
         if let Some(base) = entry.file_name().to_str().and_then(parse_file_name) {
             out.insert(base, entry.path());
         }
@@ -98,11 +98,18 @@ pub(super) fn create(dir: &Path, epoch: Epoch, base: u64) -> io::Result<(File, P
         .read(true)
         .append(true)
         .create_new(true)
-        .open(&path)?;
-    file.write_all(&encode_header(epoch, base))?;
-    file.sync_data()?;
-    sync_dir(dir)?;
+        .open(&path)
+        .map_err(at(&path))?;
+    file.write_all(&encode_header(epoch, base))
+        .and_then(|()| file.sync_data())
+        .map_err(at(&path))?;
+    sync_dir(dir).map_err(at(dir))?;
     Ok((file, path))
+}
+
+/// Name the file an I/O error happened on, for the operator.
+pub(super) fn at(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Make renames, creations and deletions in `dir` durable.
