@@ -60,6 +60,10 @@ pub fn router(state: AppState) -> Router {
         .merge(streams::routes())
         .fallback(http::ops::not_found)
         .method_not_allowed_fallback(http::ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            http::ops::require_ready,
+        ))
         .with_state(state);
     match cors {
         Some(layer) => app.layer(layer),

@@ -47,12 +47,18 @@ impl Recorder {
 
     /// Seqs of the event frames received so far, in arrival order.
     pub fn seqs(&self) -> Vec<u64> {
-        self.frames().iter().filter_map(|f| f["seq"].as_u64()).collect()
+        self.frames()
+            .iter()
+            .filter_map(|f| f["seq"].as_u64())
+            .collect()
     }
 
     /// Frames of one type.
     pub fn of_type(&self, ty: &str) -> Vec<Frame> {
-        self.frames().into_iter().filter(|f| f["type"] == ty).collect()
+        self.frames()
+            .into_iter()
+            .filter(|f| f["type"] == ty)
+            .collect()
     }
 
     pub fn closed(&self) -> Option<(u16, String)> {
@@ -74,10 +80,13 @@ pub struct WsClient {
 impl WsClient {
     /// Connect to `url` (e.g. `ws://127.0.0.1:PORT/rooms/a/ws?after=3`).
     pub async fn connect(url: &str) -> Result<WsClient> {
-        let (ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(url))
-            .await
-            .context("WebSocket connect timed out")?
-            .with_context(|| format!("connect {url}"))?;
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .context("WebSocket connect timed out")?
+        .with_context(|| format!("connect {url}"))?;
         Ok(Self::run(ws))
     }
 
@@ -150,7 +159,9 @@ impl SseClient {
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
-        let resp = tokio::time::timeout(Duration::from_secs(10), req.send()).await.context("SSE connect timed out")??;
+        let resp = tokio::time::timeout(Duration::from_secs(10), req.send())
+            .await
+            .context("SSE connect timed out")??;
         if !resp.status().is_success() {
             bail!("SSE {url}: {}", resp.status());
         }
@@ -205,7 +216,11 @@ impl std::ops::Deref for SseClient {
 pub fn assert_strictly_increasing(seqs: &[u64]) -> Result<()> {
     for w in seqs.windows(2) {
         if w[1] <= w[0] {
-            bail!("seq {} followed by {}: duplicate or out of order", w[0], w[1]);
+            bail!(
+                "seq {} followed by {}: duplicate or out of order",
+                w[0],
+                w[1]
+            );
         }
     }
     Ok(())

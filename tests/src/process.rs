@@ -32,7 +32,10 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     if candidate.exists() {
         Ok(candidate)
     } else {
-        bail!("{} not found; build it first with `cargo build --bins` or set {var}", candidate.display())
+        bail!(
+            "{} not found; build it first with `cargo build --bins` or set {var}",
+            candidate.display()
+        )
     }
 }
 
@@ -55,7 +58,12 @@ impl Service {
     }
 
     /// Start `name` listening on `addr`.
-    pub async fn start_on(name: &'static str, addr: SocketAddr, args: Vec<String>, log_dir: &Path) -> Result<Service> {
+    pub async fn start_on(
+        name: &'static str,
+        addr: SocketAddr,
+        args: Vec<String>,
+        log_dir: &Path,
+    ) -> Result<Service> {
         let mut s = Service {
             name,
             bin: binary(name)?,
@@ -71,8 +79,11 @@ impl Service {
 
     async fn spawn(&mut self) -> Result<()> {
         self.starts += 1;
-        let log_path = self.log_dir.join(format!("{}.{}.log", self.name, self.starts));
-        let log = std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+        let log_path = self
+            .log_dir
+            .join(format!("{}.{}.log", self.name, self.starts));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("create {}", log_path.display()))?;
         let mut cmd = Command::new(&self.bin);
         for (k, _) in std::env::vars() {
             if k.starts_with("REFLEKTOR_") || k.starts_with("EKG_") {
@@ -82,20 +93,37 @@ impl Service {
         cmd.arg("--listen")
             .arg(self.addr.to_string())
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("spawn {}", self.bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", self.bin.display()))?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let prefix = format!("{} listening on http://", self.name);
         let line = tokio::time::timeout(START_TIMEOUT, lines.next_line())
             .await
-            .map_err(|_| anyhow!("{} printed no listening line in {START_TIMEOUT:?}; log: {}", self.name, self.log_tail()))?
+            .map_err(|_| {
+                anyhow!(
+                    "{} printed no listening line in {START_TIMEOUT:?}; log: {}",
+                    self.name,
+                    self.log_tail()
+                )
+            })?
             .context("read stdout")?
-            .ok_or_else(|| anyhow!("{} exited before listening; log: {}", self.name, self.log_tail()))?;
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} exited before listening; log: {}",
+                    self.name,
+                    self.log_tail()
+                )
+            })?;
         let addr = line
             .strip_prefix(&prefix)
             .ok_or_else(|| anyhow!("unexpected first stdout line {line:?}"))?
@@ -122,7 +150,9 @@ impl Service {
 
     /// The last few KiB of the current run's stderr.
     pub fn log_tail(&self) -> String {
-        let path = self.log_dir.join(format!("{}.{}.log", self.name, self.starts));
+        let path = self
+            .log_dir
+            .join(format!("{}.{}.log", self.name, self.starts));
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let start = text.len().saturating_sub(4096);
         text.get(start..).unwrap_or(&text).to_owned()
@@ -131,13 +161,18 @@ impl Service {
     /// Every line of stderr over all runs.
     pub fn all_logs(&self) -> String {
         (1..=self.starts)
-            .map(|i| std::fs::read_to_string(self.log_dir.join(format!("{}.{i}.log", self.name))).unwrap_or_default())
+            .map(|i| {
+                std::fs::read_to_string(self.log_dir.join(format!("{}.{i}.log", self.name)))
+                    .unwrap_or_default()
+            })
             .collect()
     }
 
     /// Send a signal by name (`TERM`, `STOP`, `CONT`, `KILL`).
     pub fn signal(&self, sig: &str) -> Result<()> {
-        let pid = self.pid().ok_or_else(|| anyhow!("{} is not running", self.name))?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("{} is not running", self.name))?;
         let status = std::process::Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(pid.to_string())
@@ -165,7 +200,11 @@ impl Service {
             Ok(status) => Ok(status?),
             Err(_) => {
                 child.kill().await.ok();
-                bail!("{} did not exit within {timeout:?} of SIGTERM; log: {}", self.name, self.log_tail())
+                bail!(
+                    "{} did not exit within {timeout:?} of SIGTERM; log: {}",
+                    self.name,
+                    self.log_tail()
+                )
             }
         }
     }
@@ -196,14 +235,29 @@ pub struct Reflektor {
 impl Reflektor {
     /// Start with `--data-dir dir/reflektor` plus `extra` flags.
     pub async fn start(dir: &Path, extra: &[&str]) -> Result<Reflektor> {
-        let mut args = vec!["--data-dir".to_owned(), dir.join("reflektor").display().to_string()];
+        let mut args = vec![
+            "--data-dir".to_owned(),
+            dir.join("reflektor").display().to_string(),
+        ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let token = extra.iter().position(|a| *a == "--token").and_then(|i| extra.get(i + 1)).map(|s| (*s).to_owned());
-        Ok(Reflektor { svc: Service::start("reflektor", args, dir).await?, token, client: reqwest::Client::new() })
+        let token = extra
+            .iter()
+            .position(|a| *a == "--token")
+            .and_then(|i| extra.get(i + 1))
+            .map(|s| (*s).to_owned());
+        Ok(Reflektor {
+            svc: Service::start("reflektor", args, dir).await?,
+            token,
+            client: reqwest::Client::new(),
+        })
     }
 
     /// POST a JSON body to `path`; the offset from the 202 on success, or the status otherwise.
-    pub async fn post(&self, path: &str, body: &serde_json::Value) -> Result<std::result::Result<u64, u16>> {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<std::result::Result<u64, u16>> {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
@@ -213,12 +267,16 @@ impl Reflektor {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<std::result::Result<u64, u16>> {
-        let mut req = self.client.request(method, format!("{}{path}", self.svc.url()));
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.svc.url()));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
@@ -226,13 +284,17 @@ impl Reflektor {
             return Ok(Err(status));
         }
         let v: serde_json::Value = resp.json().await?;
-        let id = v["id"].as_str().ok_or_else(|| anyhow!("202 without an id: {v}"))?;
+        let id = v["id"]
+            .as_str()
+            .ok_or_else(|| anyhow!("202 without an id: {v}"))?;
         Ok(Ok(id.parse()?))
     }
 
     /// `GET /_reflektor/hosts`.
     pub async fn hosts(&self) -> Result<serde_json::Value> {
-        let mut req = self.client.get(format!("{}/_reflektor/hosts", self.svc.url()));
+        let mut req = self
+            .client
+            .get(format!("{}/_reflektor/hosts", self.svc.url()));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -249,11 +311,18 @@ pub struct Ekg {
 impl Ekg {
     pub async fn start(dir: &Path, extra: &[&str]) -> Result<Ekg> {
         let args = extra.iter().map(|s| (*s).to_owned()).collect();
-        Ok(Ekg { svc: Service::start("ekg", args, dir).await?, client: reqwest::Client::new() })
+        Ok(Ekg {
+            svc: Service::start("ekg", args, dir).await?,
+            client: reqwest::Client::new(),
+        })
     }
 
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
-        let resp = self.client.get(format!("{}{path}", self.svc.url())).send().await?;
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.svc.url()))
+            .send()
+            .await?;
         let status = resp.status();
         let v: serde_json::Value = resp.json().await?;
         if !status.is_success() {

@@ -88,3 +88,23 @@ pub(crate) async fn method_not_allowed() -> Response {
     )
     .into_response()
 }
+
+/// Room reads and streams wait for readiness. Until this host has caught up with the log after
+/// a start, its rooms are incomplete, and it cannot tell a client's resume cursor from one of
+/// another log; answering `503 not_ready` (with `Retry-After`) sends the client to another
+/// host or back a moment later, instead of handing it a partial room.
+pub(crate) async fn require_ready(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let read = req.method() == axum::http::Method::GET && req.uri().path().starts_with("/rooms/");
+    if read && !state.ingest.is_ready() {
+        return ApiError::unavailable(
+            "not_ready",
+            "this host is still catching up with the log; retry shortly or use another host",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}

@@ -129,6 +129,7 @@ impl IngestLog {
         let header = batch.header;
         let mut cursor = self.lock();
         IngestLog::enter_epoch(&mut cursor, header.epoch, rooms);
+        rooms.note_log_head(header.head.max(offsets.last().copied().unwrap_or_default()));
         if header.prev > cursor.applied {
             return Ok(Err(IngestAck {
                 applied: cursor.applied,
@@ -192,6 +193,7 @@ impl IngestLog {
     ) -> Result<WriteResult, ApiError> {
         let mut cursor = self.lock();
         IngestLog::enter_epoch(&mut cursor, epoch, rooms);
+        rooms.note_log_head(offset);
         if offset <= cursor.applied {
             return Ok(WriteResult::Duplicate(Seq::from(offset)));
         }
@@ -242,6 +244,7 @@ impl IngestLog {
         let outcome = apply_write(rooms, max_body, method, path, body, Seq::from(seq), ts_ms)
             .inspect_err(count_rejected)?;
         cursor.applied = seq;
+        rooms.note_log_head(seq);
         metrics::gauge!(telemetry::APPLIED_OFFSET).set(seq.0 as f64);
         Ok(WriteResult::Applied(Seq::from(seq), outcome))
     }

@@ -22,7 +22,10 @@
 //! - Ephemeral events advance `head` and are broadcast, never stored.
 //! - A resume cursor below `trimmed_through` (the newest seq ever trimmed) has a gap: the
 //!   subscriber gets `reset` with reason `history_trimmed` and the whole retained log. A cursor
-//!   above `head` (another log, or a room since swept) gets `reset` with `cursor_ahead`.
+//!   above `head` but within the log (this host is rebuilding, or a moment behind the host the
+//!   client came from) is valid: no backlog, and live events up to the cursor are skipped. A
+//!   cursor above every offset the log is known to hold (another log) gets `reset` with
+//!   `cursor_ahead`.
 //! - A new log (epoch) retires every room: subscribers get `reset` (`new_log`) and their live
 //!   channel closes; the rooms are rebuilt from the new log.
 //! - Lock order: registry entry, then room mutex. No lock is held across an await.

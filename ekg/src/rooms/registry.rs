@@ -1,7 +1,7 @@
 //! [`Rooms`]: every room on this host, by name, and the one sweeper that removes idle ones.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -25,6 +25,11 @@ pub(crate) struct Shared {
     pub(crate) retention: Retention,
     /// Capacity of each room's broadcast channel: the per-connection send queue in frames.
     pub(crate) send_queue: usize,
+    /// The newest offset known to exist in the log feeding this host (a batch's `head`, a
+    /// replayed offset, or the last standalone seq). A resume cursor at or below it is valid
+    /// even where this host has not applied that far yet (it is rebuilding, or a moment behind
+    /// another host): the subscriber waits for the rest instead of starting over.
+    pub(crate) log_head: AtomicU64,
     events: AtomicI64,
     messages: AtomicI64,
 }
@@ -55,6 +60,7 @@ impl Rooms {
             shared: Arc::new(Shared {
                 retention,
                 send_queue,
+                log_head: AtomicU64::new(0),
                 events: AtomicI64::new(0),
                 messages: AtomicI64::new(0),
             }),
@@ -132,6 +138,7 @@ impl Rooms {
 
     /// A new log replaces every room: subscribers get `reset` and are closed; history is gone.
     pub fn clear_for_new_log(&self) {
+        self.shared.log_head.store(0, Ordering::Relaxed);
         let rooms: Vec<(RoomId, Arc<Room>)> = self
             .map
             .iter()
@@ -141,6 +148,11 @@ impl Rooms {
             room.retire_for_new_log();
             self.map.remove_if(&id, |_, r| Arc::ptr_eq(r, &room));
         }
+    }
+
+    /// Record that the log holds records up to `head` (see `Shared::log_head`).
+    pub fn note_log_head(&self, head: shared::Offset) {
+        self.shared.log_head.fetch_max(head.0, Ordering::Relaxed);
     }
 
     /// Trim every room by age and remove idle empty rooms. Returns how many were removed.

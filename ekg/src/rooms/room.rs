@@ -204,7 +204,9 @@ impl Room {
     /// Subscribe to live frames FIRST, then read the backlog under the same lock, so nothing
     /// falls between. `after = None`: no backlog. `after = Some(s)`: every retained event with
     /// seq > s; a `reset` first when events after `s` were trimmed (backlog then starts at the
-    /// oldest retained) or when `s` is above the head (a cursor from another log: no backlog).
+    /// oldest retained) or when `s` is above every offset the log is known to hold (a cursor
+    /// from another log: no backlog). A cursor above this room's head but within the log is
+    /// valid: this host is still applying up to it, so live events up to `s` are skipped.
     ///
     /// On a retired room (replaced by a new log meanwhile) the live receiver reports `Closed`
     /// at once; [`super::Rooms::subscribe`] retries on the new room instead.
@@ -222,8 +224,15 @@ impl Room {
         self.touch();
         let state = self.lock();
         let live = state.tx.as_ref()?.subscribe();
+        let mut covered = state.head;
         let (reset, backlog) = match after {
             None => (None, Vec::new()),
+            // Ahead of this room but not of the log: this host has not applied that far yet.
+            // Nothing to replay; live events up to the cursor are duplicates for this client.
+            Some(s) if s > state.head && s.0 <= self.shared.log_head.load(Ordering::Relaxed) => {
+                covered = s;
+                (None, Vec::new())
+            }
             Some(s) if s > state.head => (
                 Some(reset_frame("cursor_ahead", Room::oldest(&state))),
                 Vec::new(),
@@ -234,7 +243,9 @@ impl Room {
             ),
             Some(s) => (None, state.history.events_after(s)),
         };
-        Some(self.subscription(&state, live, reset, backlog))
+        let mut sub = self.subscription(&state, live, reset, backlog);
+        sub.covered = covered;
+        Some(sub)
     }
 
     fn subscription(

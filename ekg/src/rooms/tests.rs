@@ -252,6 +252,33 @@ fn a_cursor_behind_trimmed_history_gets_a_reset_and_the_whole_log() {
 }
 
 #[test]
+fn a_cursor_ahead_of_the_room_but_within_the_log_waits_for_the_rest() {
+    let rooms = rooms(1000);
+    post(&rooms, "a", 1, "m1");
+    // The log holds up to 10; this host has applied only 1 (it is rebuilding).
+    rooms.note_log_head(shared::Offset(10));
+    let mut sub = rooms.subscribe(&room("a"), Some(Seq(5))).unwrap();
+    assert!(sub.reset.is_none(), "a cursor within the log is valid");
+    assert!(sub.backlog.is_empty());
+    assert_eq!(
+        sub.covered,
+        Seq(5),
+        "events up to the cursor are the client's already"
+    );
+    post(&rooms, "a", 5, "m5");
+    post(&rooms, "a", 6, "m6");
+    let live: Vec<u64> = std::iter::from_fn(|| sub.live.try_recv().ok())
+        .filter_map(|f| f.seq)
+        .filter(|s| *s > sub.covered)
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(live, vec![6], "the client gets what it has not seen, once");
+    // Beyond anything the log holds: a cursor from another log.
+    let sub = rooms.subscribe(&room("a"), Some(Seq(11))).unwrap();
+    assert!(sub.reset.is_some());
+}
+
+#[test]
 fn ephemeral_events_are_pushed_and_never_stored() {
     let rooms = rooms(1000);
     post(&rooms, "a", 1, "m1");

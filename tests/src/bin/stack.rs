@@ -32,7 +32,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("create {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let secret = local_secret(&data_dir)?;
     let intake = SocketAddr::from(([127, 0, 0, 1], args.intake_port));
@@ -42,7 +43,12 @@ async fn main() -> Result<()> {
     let mut ekg = Service::start_on(
         "ekg",
         ekg_addr,
-        vec!["--secret".into(), secret.clone(), "--cors-origin".into(), "*".into()],
+        vec![
+            "--secret".into(),
+            secret.clone(),
+            "--cors-origin".into(),
+            "*".into(),
+        ],
         &data_dir,
     )
     .await
@@ -69,9 +75,14 @@ async fn main() -> Result<()> {
     println!("reflektor intake  {intake_url}");
     println!("ekg host          {}", ekg.url());
     println!("demo page         {demo}");
-    println!("logs              {}/{{reflektor,ekg}}.*.log", data_dir.display());
+    println!(
+        "logs              {}/{{reflektor,ekg}}.*.log",
+        data_dir.display()
+    );
     println!();
-    println!("post a message:   curl -X POST {intake_url}/rooms/lobby/messages -H 'content-type: application/json' -d '{{\"user\":\"you\",\"text\":\"hello\"}}'");
+    println!(
+        "post a message:   curl -X POST {intake_url}/rooms/lobby/messages -H 'content-type: application/json' -d '{{\"user\":\"you\",\"text\":\"hello\"}}'"
+    );
     println!("follow the room:  curl -N {}/rooms/lobby/sse", ekg.url());
     println!("Ctrl-C stops both.");
 
@@ -79,8 +90,14 @@ async fn main() -> Result<()> {
     println!("stopping...");
     let r = reflektor.terminate(Duration::from_secs(15)).await;
     let e = ekg.terminate(Duration::from_secs(15)).await;
-    println!("reflektor: {}", r.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
-    println!("ekg:       {}", e.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+    println!(
+        "reflektor: {}",
+        r.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+    );
+    println!(
+        "ekg:       {}",
+        e.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+    );
     Ok(())
 }
 

@@ -8,7 +8,8 @@ async fn expect(resp: reqwest::Response, status: u16, what: &str) {
     let got = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     assert_eq!(got, status, "{what}: body {body}");
-    let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what}: not a JSON error body: {body:?}"));
+    let v: Value = serde_json::from_str(&body)
+        .unwrap_or_else(|_| panic!("{what}: not a JSON error body: {body:?}"));
     assert!(v["error"].is_string(), "{what}: no error field in {body}");
 }
 
@@ -17,30 +18,114 @@ async fn expect(resp: reqwest::Response, status: u16, what: &str) {
 #[tokio::test]
 async fn bad_input_gets_a_clear_answer_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = Stack::start(dir.path(), 1, &[], &["--max-body", "1KiB"]).await.unwrap();
+    let stack = Stack::start(dir.path(), 1, &[], &["--max-body", "1KiB"])
+        .await
+        .unwrap();
     let r = stack.reflektor.svc.url();
     let e = stack.ekgs[0].svc.url();
     let c = reqwest::Client::new();
 
     // reflektor intake
-    expect(c.get(format!("{r}/rooms/a/messages")).bearer_auth(TOKEN).send().await.unwrap(), 405, "GET on intake").await;
-    expect(c.post(format!("{r}/rooms/a/messages")).body("{}").send().await.unwrap(), 401, "no token").await;
-    expect(c.post(format!("{r}/rooms/a/messages")).bearer_auth("wrong").body("{}").send().await.unwrap(), 401, "wrong token").await;
+    expect(
+        c.get(format!("{r}/rooms/a/messages"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "GET on intake",
+    )
+    .await;
+    expect(
+        c.post(format!("{r}/rooms/a/messages"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "no token",
+    )
+    .await;
+    expect(
+        c.post(format!("{r}/rooms/a/messages"))
+            .bearer_auth("wrong")
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "wrong token",
+    )
+    .await;
     let big = "x".repeat(4096);
-    expect(c.post(format!("{r}/rooms/a/messages")).bearer_auth(TOKEN).body(big).send().await.unwrap(), 413, "oversized").await;
+    expect(
+        c.post(format!("{r}/rooms/a/messages"))
+            .bearer_auth(TOKEN)
+            .body(big)
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "oversized",
+    )
+    .await;
 
     // ekg reads
-    for path in ["/rooms/bad%20name/messages", "/rooms/a!b", &format!("/rooms/{}/messages", "x".repeat(129))] {
+    for path in [
+        "/rooms/bad%20name/messages",
+        "/rooms/a!b",
+        &format!("/rooms/{}/messages", "x".repeat(129)),
+    ] {
         expect(c.get(format!("{e}{path}")).send().await.unwrap(), 400, path).await;
     }
-    for q in ["before=abc", "after=-1", "limit=0", "limit=201", "limit=ten", "before=1&after=2"] {
-        expect(c.get(format!("{e}/rooms/a/messages?{q}")).send().await.unwrap(), 400, q).await;
+    for q in [
+        "before=abc",
+        "after=-1",
+        "limit=0",
+        "limit=201",
+        "limit=ten",
+        "before=1&after=2",
+    ] {
+        expect(
+            c.get(format!("{e}/rooms/a/messages?{q}"))
+                .send()
+                .await
+                .unwrap(),
+            400,
+            q,
+        )
+        .await;
     }
-    expect(c.get(format!("{e}/rooms/a/ws?after=nope")).send().await.unwrap(), 400, "bad ws cursor").await;
-    expect(c.get(format!("{e}/rooms/a/sse?after=nope")).send().await.unwrap(), 400, "bad sse cursor").await;
+    expect(
+        c.get(format!("{e}/rooms/a/ws?after=nope"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad ws cursor",
+    )
+    .await;
+    expect(
+        c.get(format!("{e}/rooms/a/sse?after=nope"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "bad sse cursor",
+    )
+    .await;
 
     // ekg writes without reflektor's signature, or with a forged one
-    expect(c.post(format!("{e}/rooms/a/messages")).body("{}").send().await.unwrap(), 401, "unsigned write").await;
+    expect(
+        c.post(format!("{e}/rooms/a/messages"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unsigned write",
+    )
+    .await;
     let forged = shared::sign::Signer::new(b"not-the-secret");
     let batch = shared::batch::encode(shared::Epoch(1), shared::Offset(0), shared::Offset(1), &[]);
     let sig = forged.sign(shared::Epoch(1), shared::Offset(0), &batch);
@@ -67,9 +152,18 @@ async fn bad_input_gets_a_clear_answer_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 202);
-    let good = stack.reflektor.post("/rooms/a/messages", &message(1)).await.unwrap().expect("202");
+    let good = stack
+        .reflektor
+        .post("/rooms/a/messages", &message(1))
+        .await
+        .unwrap()
+        .expect("202");
     wait_until("the good message applied", DEADLINE, || async {
-        stack.ekgs[0].all_messages("a").await.map(|m| m.len() == 1).unwrap_or(false)
+        stack.ekgs[0]
+            .all_messages("a")
+            .await
+            .map(|m| m.len() == 1)
+            .unwrap_or(false)
     })
     .await
     .unwrap();
@@ -84,11 +178,29 @@ async fn bad_input_gets_a_clear_answer_and_changes_nothing() {
         .json()
         .await
         .unwrap();
-    let list = dl.as_array().or_else(|| dl["dead_letters"].as_array()).cloned().unwrap_or_default();
+    let list = dl
+        .as_array()
+        .or_else(|| dl["dead_letters"].as_array())
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(list.len(), 1, "the malformed record is dead-lettered: {dl}");
     assert_eq!(list[0]["status"].as_u64(), Some(400));
 
     // Both still serve.
-    assert!(c.get(format!("{r}/healthz")).send().await.unwrap().status().is_success());
-    assert!(c.get(format!("{e}/healthz")).send().await.unwrap().status().is_success());
+    assert!(
+        c.get(format!("{r}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        c.get(format!("{e}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
 }

@@ -14,11 +14,20 @@ use crate::util::DEADLINE;
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_and_the_room_keeps_flowing() {
     let dir = tempfile::tempdir().unwrap();
-    let ekg = Ekg::start(dir.path(), &["--standalone", "--token", "tok", "--send-queue", "32"]).await.unwrap();
+    let ekg = Ekg::start(
+        dir.path(),
+        &["--standalone", "--token", "tok", "--send-queue", "32"],
+    )
+    .await
+    .unwrap();
     let url = format!("{}/rooms/big/ws", ekg.svc.ws_url());
     let healthy = WsClient::connect(&url).await.unwrap();
     let (stalled, _) = WsClient::connect_stalled(&url).await.unwrap();
-    wait_until("hello", DEADLINE, || async { !healthy.of_type("hello").is_empty() }).await.unwrap();
+    wait_until("hello", DEADLINE, || async {
+        !healthy.of_type("hello").is_empty()
+    })
+    .await
+    .unwrap();
     let rss_before = ekg.svc.rss_kib().unwrap();
 
     let client = reqwest::Client::new();
@@ -34,9 +43,11 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_room_keeps_flowing() {
             .unwrap();
         assert!(resp.status().is_success(), "post {n}: {}", resp.status());
     }
-    wait_until("the healthy client has every event", DEADLINE, || async { healthy.seqs().len() as u64 >= total })
-        .await
-        .unwrap();
+    wait_until("the healthy client has every event", DEADLINE, || async {
+        healthy.seqs().len() as u64 >= total
+    })
+    .await
+    .unwrap();
     let seqs = healthy.seqs();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
 
@@ -61,9 +72,18 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_room_keeps_flowing() {
     .expect("the stalled client's stream ends");
     assert_eq!(close, Some((4008, "lagging".to_owned())));
 
-    let metrics = client.get(format!("{}/metrics", ekg.svc.url())).send().await.unwrap().text().await.unwrap();
+    let metrics = client
+        .get(format!("{}/metrics", ekg.svc.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        metrics.lines().any(|l| l.starts_with("ekg_lagging_disconnects_total") && !l.ends_with(" 0")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ekg_lagging_disconnects_total") && !l.ends_with(" 0")),
         "lagging disconnect counted"
     );
 }

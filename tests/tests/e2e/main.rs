@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! End-to-end tests: the real reflektor and ekg binaries together, over loopback.
 //!
 //! Build the binaries first (`cargo build --bins`); the harness finds them next to this test.

@@ -27,14 +27,22 @@ pub(crate) struct Publisher {
 impl Publisher {
     /// Start posting to `room` at `url` (reflektor's base URL, which may change across restarts:
     /// it is read from `addr` each time). Stops by itself after `max` messages.
-    pub(crate) fn start(url: Arc<std::sync::Mutex<String>>, token: &str, room: &str, max: u64) -> Publisher {
+    pub(crate) fn start(
+        url: Arc<std::sync::Mutex<String>>,
+        token: &str,
+        room: &str,
+        max: u64,
+    ) -> Publisher {
         let acked = Arc::new(Mutex::new(BTreeSet::new()));
         let count = Arc::new(AtomicU64::new(0));
         let (a, c) = (acked.clone(), count.clone());
         let token = token.to_owned();
         let room = room.to_owned();
         let task = tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
             let mut n = 0;
             while n < max {
                 n += 1;
@@ -50,14 +58,14 @@ impl Publisher {
                         .body(message(n).to_string())
                         .send()
                         .await;
-                    if let Ok(r) = resp {
-                        if r.status().as_u16() == 202 {
-                            let v: Value = r.json().await.unwrap_or_default();
-                            if let Some(id) = v["id"].as_str().and_then(|s| s.parse().ok()) {
-                                a.lock().await.insert(id);
-                                c.fetch_add(1, Ordering::Relaxed);
-                                break;
-                            }
+                    if let Ok(r) = resp
+                        && r.status().as_u16() == 202
+                    {
+                        let v: Value = r.json().await.unwrap_or_default();
+                        if let Some(id) = v["id"].as_str().and_then(|s| s.parse().ok()) {
+                            a.lock().await.insert(id);
+                            c.fetch_add(1, Ordering::Relaxed);
+                            break;
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -85,7 +93,11 @@ pub(crate) fn url_of(r: &Reflektor) -> Arc<std::sync::Mutex<String>> {
 
 /// Seqs of `message` frames.
 pub(crate) fn message_seqs(frames: &[Value]) -> Vec<u64> {
-    frames.iter().filter(|f| f["type"] == "message").filter_map(|f| f["seq"].as_u64()).collect()
+    frames
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .filter_map(|f| f["seq"].as_u64())
+        .collect()
 }
 
 /// How long any end-to-end condition may take to become true.
