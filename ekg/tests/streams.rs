@@ -330,7 +330,13 @@ async fn draining_sends_reconnect_then_closes_every_stream_and_run_returns() {
 async fn streams_opened_after_the_drain_started_are_refused_with_503() {
     use tower::ServiceExt;
     let shutdown = shared::shutdown::CancellationToken::new();
-    let state = ekg::AppState::new(ekg::Config::default(), shutdown.clone());
+    let config = ekg::Config {
+        mode: ekg::config::Mode::Standalone {
+            token: common::TOKEN.into(),
+        },
+        ..ekg::Config::default()
+    };
+    let state = ekg::AppState::new(config, shutdown.clone());
     shutdown.cancel();
     // (A WebSocket upgrade needs a real connection; the admission path is the same.)
     for path in ["/rooms/d/sse", "/rooms/d/sse?after=3"] {
