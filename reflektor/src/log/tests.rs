@@ -841,3 +841,26 @@ async fn a_reader_following_the_head_from_disk_sees_every_record_in_order() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_segment_created_just_before_a_crash_is_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Always);
+    cfg.segment_bytes = 1024;
+    let Opened { log, .. } = open(&cfg);
+    append_n(&log, 40, 30).await;
+    log.close().await.unwrap();
+    // The roll created the next segment, but its header never reached the disk.
+    fs::File::create(cfg.dir.join(segment::file_name(41))).unwrap();
+
+    let opened = open(&cfg);
+    assert_eq!(opened.truncated_bytes, 0);
+    let log = opened.log;
+    assert_eq!(log.head(), Offset(40));
+    assert_eq!(log.append(record(b"41", None)).await.unwrap(), Offset(41));
+    let got = read_all(&log, 1).await;
+    assert_eq!(
+        got.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=41).collect::<Vec<_>>()
+    );
+}
