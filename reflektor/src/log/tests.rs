@@ -574,7 +574,8 @@ async fn a_log_without_its_meta_file_is_refused() {
 }
 
 /// Measurements, not tests: run with
-/// `cargo nextest run -p reflektor --run-ignored ignored-only --no-capture log::tests::measure`.
+/// `REFLEKTOR_LOG_MEASURE=1 cargo nextest run -p reflektor --run-ignored ignored-only --no-capture log::tests::measure`
+/// (without the variable they return at once, so `--run-ignored all` stays quick).
 mod measure {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -583,6 +584,14 @@ mod measure {
     use super::*;
 
     const TASKS: usize = 64;
+
+    fn enabled() -> bool {
+        let on = std::env::var_os("REFLEKTOR_LOG_MEASURE").is_some();
+        if !on {
+            println!("set REFLEKTOR_LOG_MEASURE=1 to measure");
+        }
+        on
+    }
     const RUN_FOR: Duration = Duration::from_secs(3);
     /// Bound on appends per task, whatever the speed.
     const MAX_PER_TASK: usize = 200_000;
@@ -636,6 +645,9 @@ mod measure {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "measurement"]
     async fn measure_append_throughput() {
+        if !enabled() {
+            return;
+        }
         throughput(FsyncPolicy::Always).await;
         throughput(FsyncPolicy::Interval).await;
         throughput(FsyncPolicy::Never).await;
@@ -645,6 +657,9 @@ mod measure {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore = "measurement"]
     async fn measure_open_of_a_1_gib_log() {
+        if !enabled() {
+            return;
+        }
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), FsyncPolicy::Never);
         let Opened { log, .. } = open(&cfg);
