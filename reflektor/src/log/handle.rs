@@ -1,7 +1,7 @@
 //! [`Log`]: the handle the rest of reflektor uses, and the state it shares with the threads.
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -16,6 +16,8 @@ use super::segment::{self, FRAME_HEADER_LEN, SegmentEntry};
 use super::writer::{self, Command, Pending, Threads};
 use super::{AppendError, LogConfig, LogError, ReadError, reader, recovery, retention};
 
+/// Locked while a process has the log open.
+const LOCK_FILE: &str = "lock";
 /// Most reader position hints kept (the writer leaves one per MiB written).
 const MAX_HINTS: usize = 1 << 16;
 
@@ -77,6 +79,8 @@ pub(super) struct State {
     /// accepts appends (see the module docs).
     failed: Mutex<Option<String>>,
     has_failed: AtomicBool,
+    /// Held open until the log is closed: its lock keeps a second process out of `dir`.
+    dir_lock: Mutex<Option<File>>,
     /// Bytes read by recovery when this log was opened.
     #[cfg_attr(not(test), allow(dead_code))]
     pub(super) scanned_bytes: u64,
@@ -161,6 +165,25 @@ impl State {
     }
 }
 
+/// Take `<dir>/lock` so no other process writes this log at the same time.
+fn lock_dir(dir: &std::path::Path) -> Result<File, LogError> {
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(segment::at(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(LogError::Io(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!("{}: the log is open in another process", dir.display()),
+        ))),
+        Err(TryLockError::Error(e)) => Err(segment::at(&path)(e).into()),
+    }
+}
+
 impl Log {
     /// Open the log in `cfg.dir`, creating it (and its epoch) on first use. Only the active
     /// segment is scanned; a torn tail is cut off.
@@ -170,6 +193,7 @@ impl Log {
     /// [`LogError::BadMeta`] when the epoch cannot be read, [`LogError::Io`] otherwise.
     pub fn open(cfg: LogConfig) -> Result<Opened, LogError> {
         std::fs::create_dir_all(&cfg.dir).map_err(segment::at(&cfg.dir))?;
+        let dir_lock = lock_dir(&cfg.dir)?;
         let found = segment::list(&cfg.dir)?;
         let epoch = super::meta::load_or_create(&cfg.dir, found.is_empty())?;
         let rec = recovery::recover(&cfg.dir, epoch, found)?;
@@ -200,6 +224,7 @@ impl Log {
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
             scanned_bytes: rec.scanned_bytes,
+            dir_lock: Mutex::new(Some(dir_lock)),
             cfg,
         });
 
@@ -379,6 +404,8 @@ impl Log {
         })
         .await
         .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
+        // Nothing writes to the directory any more: another open may take it.
+        lock(&self.inner.state.dir_lock).take();
         match joined {
             Ok(result) => result.map_err(LogError::Io),
             Err(_) => Err(LogError::Io(std::io::Error::other(

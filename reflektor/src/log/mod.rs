@@ -7,7 +7,8 @@
 //!
 //! # Constraints
 //!
-//! - One process owns a log directory; a single writer thread owns the active segment. Nothing
+//! - One process owns a log directory (`Log::open` takes a lock on `<dir>/lock` and refuses a
+//!   directory another process holds); a single writer thread owns the active segment. Nothing
 //!   else writes to segment files.
 //! - Offsets are consecutive: the first record is `1`, every accepted record gets the previous
 //!   offset plus one, and an offset is never reused (a rejected append consumes no offset).
@@ -26,6 +27,8 @@
 //!     version  u32      1
 //!     epoch    u64      random, non-zero; fixed for the life of the log
 //!     crc32    u32      over the 16 bytes above
+//!
+//! <dir>/lock                          empty; locked (flock) while a process has the log open
 //!
 //! <dir>/00000000000000000001.seg      segments, named by their base offset (20 digits)
 //!     header (24 bytes)

@@ -563,6 +563,26 @@ async fn close_writes_and_syncs_everything_accepted() {
 }
 
 #[tokio::test]
+async fn a_log_open_elsewhere_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), FsyncPolicy::Never);
+    let Opened { log, .. } = open(&cfg);
+    // A second open stands in for a second process: the lock is per open file.
+    match Log::open(cfg.clone()) {
+        Err(LogError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+        Err(other) => panic!("expected WouldBlock, got {other}"),
+        Ok(_) => panic!("the log opened twice"),
+    }
+    log.close().await.unwrap();
+    drop(log);
+    assert_eq!(
+        open(&cfg).log.head(),
+        Offset::ZERO,
+        "the lock goes with the log"
+    );
+}
+
+#[tokio::test]
 async fn a_log_without_its_meta_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), FsyncPolicy::Never);
