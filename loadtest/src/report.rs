@@ -452,6 +452,18 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+impl Report {
+    /// Record the cores each process used between two [`crate::server::cpu_snapshot`]s.
+    pub(crate) fn cpu(&mut self, before: &[(String, f64)], after: &[(String, f64)], secs: f64) {
+        for ((name, b), (_, a)) in before.iter().zip(after) {
+            self.figure(
+                &format!("cpu_cores_{name}"),
+                ((a - b) / secs.max(1e-9) * 100.0).round() / 100.0,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

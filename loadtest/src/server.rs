@@ -221,3 +221,51 @@ impl Stack {
         }
     }
 }
+
+/// CPU time (user + system) `pid` has used, in seconds, from /proc (clock ticks of 1/100 s).
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds used by this process and by each spawned server, labelled.
+pub(crate) fn cpu_snapshot(stack: Option<&Stack>) -> Vec<(String, f64)> {
+    let mut out = vec![
+        (
+            "machine_all_processes".to_owned(),
+            machine_busy_seconds().unwrap_or(0.0),
+        ),
+        (
+            "harness".to_owned(),
+            cpu_seconds(std::process::id()).unwrap_or(0.0),
+        ),
+    ];
+    if let Some(s) = stack {
+        if let Some(r) = &s.reflektor {
+            out.push(("reflektor".to_owned(), cpu_seconds(r.pid).unwrap_or(0.0)));
+        }
+        for (i, e) in s.ekgs.iter().enumerate() {
+            out.push((format!("ekg{i}"), cpu_seconds(e.pid).unwrap_or(0.0)));
+        }
+    }
+    out
+}
+
+/// CPU time the whole machine spent busy (all processes, all cores), in seconds, from /proc/stat.
+/// Other work on the machine competes with the servers; the report shows how much.
+pub(crate) fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<f64> = cpu
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0.0);
+    Some((total - idle) / 100.0)
+}

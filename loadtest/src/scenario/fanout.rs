@@ -118,19 +118,25 @@ pub(crate) async fn run(mut args: Args) -> Result<()> {
         }
         stack = Some(s);
     }
-    let result = measure(&args, publish, subs).await;
+    let result = measure(&args, publish, subs, stack.as_ref()).await;
     if let Some(s) = stack {
         s.stop().await;
     }
     result
 }
 
-async fn measure(args: &Args, publish: Template, subs: Vec<Template>) -> Result<()> {
+async fn measure(
+    args: &Args,
+    publish: Template,
+    subs: Vec<Template>,
+    stack: Option<&Stack>,
+) -> Result<()> {
     if subs.is_empty() {
         bail!("no subscribe URL");
     }
     let rooms = target::room_names(&target::run_prefix(), args.rooms.max(1));
     let locals = target::source_addrs(args.source_addrs);
+    let timeline_t0 = Instant::now();
     let timeline = Timeline::start(
         Duration::from_millis(250),
         args.run.duration + args.drain + Duration::from_secs(60),
@@ -185,6 +191,7 @@ async fn measure(args: &Args, publish: Template, subs: Vec<Template>) -> Result<
     ));
     let delivered_before = shared.deliveries.load(Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_before = server::cpu_snapshot(stack);
     let out = drive::run(
         Drive {
             addr: publish.addr,
@@ -197,6 +204,7 @@ async fn measure(args: &Args, publish: Template, subs: Vec<Template>) -> Result<
         work.clone(),
     )
     .await?;
+    let cpu_after = server::cpu_snapshot(stack);
     let attempted = work.attempted();
     let failed = work.failed_by_room();
     for (r, e) in shared.expected.iter().enumerate() {
@@ -222,9 +230,10 @@ async fn measure(args: &Args, publish: Template, subs: Vec<Template>) -> Result<
     let ended: Vec<&String> = stats.iter().filter_map(|s| s.ended.as_ref()).collect();
     // Deliveries per second over the publishing window (the steady state), from the timeline.
     let publish_secs = out.elapsed.as_secs_f64().max(1e-9);
+    let publish_from = (started - timeline_t0).as_secs_f64();
     let window: Vec<f64> = timeline
         .iter()
-        .filter(|(t, _)| *t > 1.0 && *t <= publish_secs)
+        .filter(|(t, _)| *t > publish_from + 1.0 && *t <= publish_from + publish_secs)
         .map(|&(_, r)| r)
         .collect();
     let steady = if window.is_empty() {
@@ -260,6 +269,7 @@ async fn measure(args: &Args, publish: Template, subs: Vec<Template>) -> Result<
         "deliveries_per_s_overall",
         (delivered as f64 / (last_delivery - started).as_secs_f64().max(1e-9)).round(),
     );
+    report.cpu(&cpu_before, &cpu_after, publish_secs);
     report.figure("lost", lost as f64);
     report.figure("duplicates", dups as f64);
     report.figure("out_of_order", ooo as f64);

@@ -82,7 +82,7 @@ pub(crate) async fn run(mut args: Args) -> Result<()> {
         }
         stack = Some(s);
     }
-    let result = measure(&args, publish, page, room_info).await;
+    let result = measure(&args, publish, page, room_info, stack.as_ref()).await;
     if let Some(s) = stack {
         s.stop().await;
     }
@@ -119,6 +119,7 @@ async fn measure(
     publish: Template,
     page: Template,
     room_info: Template,
+    stack: Option<&Stack>,
 ) -> Result<()> {
     let room = target::room_names(&target::run_prefix(), 1).remove(0);
     eprintln!("pre-filling {room} with {} messages", args.prefill);
@@ -175,6 +176,7 @@ async fn measure(
         oldest: oldest.saturating_sub(1),
         head,
     });
+    let cpu_before = server::cpu_snapshot(stack);
     let out = drive::run(
         Drive {
             addr: page.addr,
@@ -187,6 +189,7 @@ async fn measure(
         work,
     )
     .await?;
+    let cpu_after = server::cpu_snapshot(stack);
     let label = args.run.label.clone().unwrap_or_else(|| {
         format!(
             "{}msgs-limit{}-{}rps-{}c",
@@ -199,6 +202,7 @@ async fn measure(
     report.figure("rate_target_per_s", args.rate);
     report.figure("pages_per_s", (out.ok as f64 / secs).round());
     report.figure("pages_ok", out.ok as f64);
+    report.cpu(&cpu_before, &cpu_after, secs);
     report.figure("errors", out.errors as f64);
     report.latency("page_corrected", &out.latency);
     report.latency("page_service_time", &out.service);

@@ -89,7 +89,9 @@ async fn measure(args: &Args, template: Template, stack: Option<&Stack>) -> Resu
     let rss_before = stack
         .and_then(|s| s.reflektor.as_ref())
         .and_then(|r| r.rss_kib());
+    let cpu_before = server::cpu_snapshot(stack);
     let out = drive::run(drive, work).await?;
+    let cpu_after = server::cpu_snapshot(stack);
     let label = args.run.label.clone().unwrap_or_else(|| match args.rate {
         Some(r) => format!("open-{r}rps-{}c-fsync-{}", args.connections, args.fsync),
         None => format!("closed-{}c-fsync-{}", args.connections, args.fsync),
@@ -104,6 +106,7 @@ async fn measure(args: &Args, template: Template, stack: Option<&Stack>) -> Resu
     report.figure("errors", out.errors as f64);
     report.figure("connections", args.connections as f64);
     report.figure("elapsed_s", secs);
+    report.cpu(&cpu_before, &cpu_after, secs);
     if let (Some(before), Some(after)) = (
         rss_before,
         stack
