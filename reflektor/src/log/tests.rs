@@ -899,3 +899,25 @@ async fn a_segment_created_just_before_a_crash_is_repaired() {
         (1..=41).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn under_interval_appends_answer_after_write_and_readers_wait_for_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), FsyncPolicy::Interval);
+    cfg.fsync_interval = Duration::from_secs(3600);
+    let Opened { log, .. } = open(&cfg);
+    // An idle syncer syncs the first write at once...
+    assert_eq!(log.append(record(b"1", None)).await.unwrap(), Offset(1));
+    let mut head = log.watch_head();
+    tokio::time::timeout(DEADLINE, head.wait_for(|h| *h == Offset(1)))
+        .await
+        .unwrap()
+        .unwrap();
+    // ...and then not for an hour: these answer without it, but stay invisible to readers.
+    append_n(&log, 5, 0).await;
+    assert_eq!(log.head(), Offset(1));
+    assert_eq!(log.read(Offset(2), 10, 1 << 20).await.unwrap().len(), 0);
+    log.close().await.unwrap();
+    assert_eq!(log.head(), Offset(6), "close syncs and publishes");
+    assert_eq!(log.read(Offset(2), 10, 1 << 20).await.unwrap().len(), 5);
+}
