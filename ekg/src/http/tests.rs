@@ -11,8 +11,11 @@ use crate::rooms::{MessageId, RoomId, RoomOp, Seq, now_ms};
 use crate::router;
 use crate::state::AppState;
 
+/// A host that has caught up with its log.
 fn state() -> AppState {
-    AppState::new(Config::default(), Default::default())
+    let state = AppState::new(Config::default(), Default::default());
+    state.ingest.set_ready();
+    state
 }
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, serde_json::Value) {
@@ -219,4 +222,26 @@ async fn run_serves_until_shutdown_then_returns_ok() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn room_reads_wait_until_the_host_has_caught_up() {
+    let state = AppState::new(Config::default(), Default::default());
+    fill(&state, "a", 1..=3);
+    for uri in [
+        "/rooms/a",
+        "/rooms/a/messages",
+        "/rooms/a/ws",
+        "/rooms/a/sse",
+    ] {
+        let (status, body) = get(&state, uri).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(body["error"], "not_ready", "{uri}");
+    }
+    let (status, _) = get(&state, "/healthz").await;
+    assert_eq!(status, StatusCode::OK, "health does not wait");
+    state.ingest.set_ready();
+    let (status, body) = get(&state, "/rooms/a/messages").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["messages"].as_array().unwrap().len(), 3);
 }

@@ -70,7 +70,7 @@ impl IngestLog {
         self.ready.load(Ordering::Relaxed)
     }
 
-    fn set_ready(&self) {
+    pub(crate) fn set_ready(&self) {
         if !self.ready.swap(true, Ordering::Relaxed) {
             tracing::info!("caught up with the log: ready");
             metrics::gauge!(telemetry::READY).set(1.0);
