@@ -2,14 +2,12 @@
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use serde_json::json;
 use shared::{Method, Offset, Record};
 
 use super::AppError;
@@ -120,9 +118,14 @@ async fn accept(state: &AppState, req: Request) -> Result<Response, AppError> {
             }
         }
     };
+    // `{"id":"<offset>"}` written straight into the body: no JSON tree per request.
     let mut resp = (
         StatusCode::ACCEPTED,
-        Json(json!({"id": offset.to_string()})),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        format!(r#"{{"id":"{offset}"}}"#),
     )
         .into_response();
     if replayed {
