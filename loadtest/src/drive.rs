@@ -243,3 +243,26 @@ fn sample(v: &mut Vec<String>, s: String) {
         v.push(s);
     }
 }
+
+/// [`run`] on a thread and runtime of its own. A publisher that shares a runtime with
+/// thousands of subscriber tasks keeps its schedule only as well as those tasks let it, so
+/// the rate (and the send time stamped into each message) would depend on the subscribers'
+/// load rather than on the server.
+///
+/// # Errors
+/// The thread or its runtime cannot be started, or [`run`] fails.
+pub(crate) async fn run_on_own_thread<W: Workload>(d: Drive, work: Arc<W>) -> Result<Outcome> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(run(d, work)));
+            // The receiver only goes away if the scenario itself was dropped.
+            let _receiver_gone = tx.send(out);
+        })?;
+    rx.await?
+}

@@ -12,6 +12,7 @@ mod report;
 mod scenario;
 mod server;
 mod target;
+mod wsread;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -192,7 +192,7 @@ async fn measure(
     let delivered_before = shared.deliveries.load(Ordering::Relaxed);
     let started = Instant::now();
     let cpu_before = server::cpu_snapshot(stack);
-    let out = drive::run(
+    let out = drive::run_on_own_thread(
         Drive {
             addr: publish.addr,
             connections: publishers,

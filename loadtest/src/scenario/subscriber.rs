@@ -22,10 +22,10 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::http::{self, find};
 use crate::report;
+use crate::wsread::{Event, WsReader};
 
 /// What all subscribers share with the scenario.
 pub(crate) struct Shared {
@@ -210,28 +210,23 @@ async fn ws(
     permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<()> {
     let stream = http::connect(addr, local).await?;
-    let (mut ws, _) = tokio::time::timeout(
-        http::REQUEST_TIMEOUT,
-        tokio_tungstenite::client_async(url, stream),
-    )
-    .await
-    .context("WebSocket handshake timed out")?
-    .with_context(|| format!("WebSocket handshake with {url}"))?;
+    let mut ws = tokio::time::timeout(http::REQUEST_TIMEOUT, WsReader::handshake(stream, url))
+        .await
+        .context("WebSocket handshake timed out")?
+        .with_context(|| format!("WebSocket handshake with {url}"))?;
     let mut hello = false;
     loop {
         if hello && check.complete(shared) {
             return Ok(());
         }
-        let msg = tokio::select! {
-            m = ws.next() => m,
+        let event = tokio::select! {
+            e = ws.next() => e,
             () = drained(&mut drain) => return Ok(()),
             () = tokio::time::sleep_until(give_up) => return Ok(()),
         };
-        match msg {
+        match event.context("WebSocket")? {
             None => bail!("stream ended"),
-            Some(Err(e)) => bail!("WebSocket error: {e}"),
-            Some(Ok(Message::Text(t))) => {
-                let bytes = t.as_bytes();
+            Some(Event::Message(bytes)) => {
                 if !hello {
                     if frame_type(bytes) == Some(b"hello") {
                         hello = true;
@@ -242,15 +237,7 @@ async fn ws(
                 }
                 check.frame(bytes, shared).map_err(anyhow::Error::msg)?;
             }
-            Some(Ok(Message::Close(frame))) => {
-                bail!(
-                    "closed: {}",
-                    frame
-                        .map(|f| format!("{} {}", u16::from(f.code), f.reason))
-                        .unwrap_or_default()
-                )
-            }
-            Some(Ok(_)) => {}
+            Some(Event::Close(code, reason)) => bail!("closed: {code} {reason}"),
         }
     }
 }
