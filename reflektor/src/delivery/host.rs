@@ -174,9 +174,15 @@ impl Host {
     }
 
     /// The host acknowledged a batch ending at `last` and said it has applied `applied`.
+    /// A host that says it applied less than the batch is sent the rest again from just after
+    /// what it applied: moving on would make the next batch's `prev` skip records it never got.
     pub(crate) fn acknowledged(&self, last: Offset, applied: Offset) {
         self.with(|s| {
-            s.cursor = s.cursor.max(last.next());
+            s.cursor = if applied >= last {
+                s.cursor.max(last.next())
+            } else {
+                applied.next()
+            };
             s.applied = applied;
         });
     }
@@ -253,5 +259,21 @@ mod tests {
         assert_eq!((h.cursor(), h.applied()), (Offset(4), Offset(3)));
         h.rewind(Offset(0), Offset(5));
         assert_eq!((h.cursor(), h.applied()), (Offset(5), Offset(0)));
+    }
+
+    #[test]
+    fn an_ack_for_less_than_the_batch_sends_the_rest_again() {
+        let h = Host::new(
+            HostUrl::parse("http://h").unwrap(),
+            HostMode::Batch,
+            Offset(1),
+            Offset::ZERO,
+            CancellationToken::new(),
+        );
+        h.acknowledged(Offset(10), Offset(10));
+        assert_eq!((h.cursor(), h.applied()), (Offset(11), Offset(10)));
+        // The host applied only up to 14 of a batch ending at 20.
+        h.acknowledged(Offset(20), Offset(14));
+        assert_eq!((h.cursor(), h.applied()), (Offset(15), Offset(14)));
     }
 }

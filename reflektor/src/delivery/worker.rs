@@ -354,7 +354,8 @@ async fn heartbeat(host: &Host, ctx: &Ctx) {
 pub(crate) async fn redrive(host: &Host, sender: &Sender, record: &Bytes) -> Result<(), String> {
     let reply = match host.mode {
         HostMode::Batch => {
-            // prev just below the record: the host accepts it whatever it has applied.
+            // prev just below the record. A host past it skips it (it applies each offset
+            // once), so for batch hosts a redrive only helps one that is still behind it.
             let offset = Record::peek_offset(record).unwrap_or_default();
             sender
                 .send_batch(
