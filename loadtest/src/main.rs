@@ -11,6 +11,7 @@ mod http;
 mod report;
 mod scenario;
 mod server;
+mod sseread;
 mod target;
 mod wsread;
 

@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::http::{self, find};
 use crate::report;
+use crate::sseread::SseReader;
 use crate::wsread::{Event, WsReader};
 
 /// What all subscribers share with the scenario.
@@ -167,6 +167,7 @@ pub(crate) async fn run(
         Transport::Sse => {
             sse(
                 &url,
+                addr,
                 local,
                 &mut check,
                 &shared,
@@ -245,6 +246,7 @@ async fn ws(
 #[allow(clippy::too_many_arguments)]
 async fn sse(
     url: &str,
+    addr: SocketAddr,
     local: Option<IpAddr>,
     check: &mut Check,
     shared: &Shared,
@@ -252,60 +254,32 @@ async fn sse(
     give_up: Instant,
     permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<()> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(http::REQUEST_TIMEOUT)
-        .tcp_nodelay(true);
-    if let Some(ip) = local {
-        builder = builder.local_address(ip);
-    }
-    let client = builder.build()?;
-    let resp = tokio::time::timeout(
-        http::REQUEST_TIMEOUT,
-        client.get(url).header("accept", "text/event-stream").send(),
-    )
-    .await
-    .context("SSE request timed out")??;
-    if !resp.status().is_success() {
-        bail!("SSE answered {}", resp.status());
-    }
-    let mut body = resp.bytes_stream();
-    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut sse = tokio::time::timeout(http::REQUEST_TIMEOUT, SseReader::open(addr, local, url))
+        .await
+        .context("SSE request timed out")?
+        .with_context(|| format!("SSE request to {url}"))?;
     let mut hello = false;
     loop {
         if hello && check.complete(shared) {
             return Ok(());
         }
-        let chunk = tokio::select! {
-            c = body.next() => c,
+        let event = tokio::select! {
+            e = sse.next() => e,
             () = drained(&mut drain) => return Ok(()),
             () = tokio::time::sleep_until(give_up) => return Ok(()),
         };
-        let chunk = match chunk {
-            None => bail!("stream ended"),
-            Some(c) => c.context("SSE read")?,
+        let Some(data) = event.context("SSE read")? else {
+            bail!("stream ended");
         };
-        buf.extend_from_slice(&chunk);
-        let mut start = 0;
-        while let Some(i) = find(&buf[start..], b"\n\n") {
-            let block = &buf[start..start + i];
-            for line in block.split(|&b| b == b'\n') {
-                let Some(data) = line.strip_prefix(b"data:") else {
-                    continue;
-                };
-                let data = data.strip_prefix(b" ").unwrap_or(data);
-                if !hello {
-                    if frame_type(data) == Some(b"hello") {
-                        hello = true;
-                        *permit = None;
-                        shared.ready.fetch_add(1, Ordering::Relaxed);
-                    }
-                    continue;
-                }
-                check.frame(data, shared).map_err(anyhow::Error::msg)?;
+        if !hello {
+            if frame_type(data) == Some(b"hello") {
+                hello = true;
+                *permit = None;
+                shared.ready.fetch_add(1, Ordering::Relaxed);
             }
-            start += i + 2;
+            continue;
         }
-        buf.drain(..start);
+        check.frame(data, shared).map_err(anyhow::Error::msg)?;
     }
 }
 
