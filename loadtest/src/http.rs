@@ -198,6 +198,42 @@ pub(crate) fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// Send `GET` for `url` (`scheme` + `host:port/path?query`) with `extra` header lines (each
+/// ending in `\r\n`) and read the response head. Returns the buffer (the head, plus whatever
+/// of the body arrived with it) and where the head ends; the caller checks the status.
+///
+/// # Errors
+/// `url` does not start with `scheme`, the head is over 64 KiB, or the connection failed.
+pub(crate) async fn get_head(
+    stream: &mut TcpStream,
+    scheme: &str,
+    url: &str,
+    extra: &str,
+    capacity: usize,
+) -> Result<(Vec<u8>, usize)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix(scheme)
+        .with_context(|| format!("not a {scheme} URL: {url}"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(capacity);
+    loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            return Ok((buf, i + 4));
+        }
+        if buf.len() > 64 << 10 {
+            anyhow::bail!("response head over 64 KiB");
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            anyhow::bail!("connection closed before the response head");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

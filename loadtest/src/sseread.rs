@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// Largest event (and response head) a subscriber accepts.
@@ -57,27 +57,14 @@ impl SseReader {
     /// # Errors
     /// The server did not answer `200`, or the connection failed.
     pub(crate) async fn start(mut stream: TcpStream, url: &str) -> Result<Self> {
-        let rest = url.strip_prefix("http://").context("not an http:// URL")?;
-        let (host, path) = rest
-            .split_once('/')
-            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\
-             Cache-Control: no-cache\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::with_capacity(READ_BUFFER);
-        let head_end = loop {
-            if let Some(i) = crate::http::find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            if buf.len() > 64 << 10 {
-                bail!("response head too long");
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                bail!("connection closed before the response head");
-            }
-        };
+        let (buf, head_end) = crate::http::get_head(
+            &mut stream,
+            "http://",
+            url,
+            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n",
+            READ_BUFFER,
+        )
+        .await?;
         let body = parse_head(&buf[..head_end], buf.get(head_end..).unwrap_or_default())?;
         Ok(SseReader {
             stream,
@@ -444,6 +431,7 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     /// A chunked body as ekg's axum/hyper stack sends it: `retry`, a comment, events (each
     /// its own chunk) and the last chunk.

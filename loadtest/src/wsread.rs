@@ -8,7 +8,7 @@
 //! (answered with a pong), close (reported with its code and reason). Server frames are never
 //! masked (RFC 6455 §5.1); a masked one is an error.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,27 +44,15 @@ impl WsReader {
     /// # Errors
     /// The server did not answer `101`, or the connection failed.
     pub(crate) async fn handshake(mut stream: TcpStream, url: &str) -> Result<WsReader> {
-        let rest = url.strip_prefix("ws://").context("not a ws:// URL")?;
-        let (host, path) = rest
-            .split_once('/')
-            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::with_capacity(READ_BUFFER);
-        let head_end = loop {
-            if let Some(i) = crate::http::find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            if buf.len() > 64 << 10 {
-                bail!("upgrade answer too long");
-            }
-            if stream.read_buf(&mut buf).await? == 0 {
-                bail!("connection closed during the upgrade");
-            }
-        };
+        let (buf, head_end) = crate::http::get_head(
+            &mut stream,
+            "ws://",
+            url,
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+            READ_BUFFER,
+        )
+        .await?;
         let status_line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
         if !status_line.starts_with(b"HTTP/1.1 101") {
             bail!("upgrade refused: {}", String::from_utf8_lossy(status_line));

@@ -206,41 +206,16 @@ async fn ws(
     local: Option<IpAddr>,
     check: &mut Check,
     shared: &Shared,
-    mut drain: DrainRx,
+    drain: DrainRx,
     give_up: Instant,
     permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<()> {
     let stream = http::connect(addr, local).await?;
-    let mut ws = tokio::time::timeout(http::REQUEST_TIMEOUT, WsReader::handshake(stream, url))
+    let ws = tokio::time::timeout(http::REQUEST_TIMEOUT, WsReader::handshake(stream, url))
         .await
         .context("WebSocket handshake timed out")?
         .with_context(|| format!("WebSocket handshake with {url}"))?;
-    let mut hello = false;
-    loop {
-        if hello && check.complete(shared) {
-            return Ok(());
-        }
-        let event = tokio::select! {
-            e = ws.next() => e,
-            () = drained(&mut drain) => return Ok(()),
-            () = tokio::time::sleep_until(give_up) => return Ok(()),
-        };
-        match event.context("WebSocket")? {
-            None => bail!("stream ended"),
-            Some(Event::Message(bytes)) => {
-                if !hello {
-                    if frame_type(bytes) == Some(b"hello") {
-                        hello = true;
-                        *permit = None;
-                        shared.ready.fetch_add(1, Ordering::Relaxed);
-                    }
-                    continue;
-                }
-                check.frame(bytes, shared).map_err(anyhow::Error::msg)?;
-            }
-            Some(Event::Close(code, reason)) => bail!("closed: {code} {reason}"),
-        }
-    }
+    read_frames(ws, check, shared, drain, give_up, permit).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -250,36 +225,71 @@ async fn sse(
     local: Option<IpAddr>,
     check: &mut Check,
     shared: &Shared,
+    drain: DrainRx,
+    give_up: Instant,
+    permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<()> {
+    let sse = tokio::time::timeout(http::REQUEST_TIMEOUT, SseReader::open(addr, local, url))
+        .await
+        .context("SSE request timed out")?
+        .with_context(|| format!("SSE request to {url}"))?;
+    read_frames(sse, check, shared, drain, give_up, permit).await
+}
+
+/// One subscription's frames, whatever the transport.
+trait Frames {
+    /// The next frame's JSON; `Ok(None)` when the stream ended. Cancel-safe.
+    async fn next_frame(&mut self) -> Result<Option<&[u8]>>;
+}
+
+impl Frames for WsReader {
+    async fn next_frame(&mut self) -> Result<Option<&[u8]>> {
+        match self.next().await.context("WebSocket")? {
+            None => Ok(None),
+            Some(Event::Message(bytes)) => Ok(Some(bytes)),
+            Some(Event::Close(code, reason)) => bail!("closed: {code} {reason}"),
+        }
+    }
+}
+
+impl Frames for SseReader {
+    async fn next_frame(&mut self) -> Result<Option<&[u8]>> {
+        self.next().await.context("SSE read")
+    }
+}
+
+/// Wait for `hello`, then check every frame until the room is complete, the drain deadline
+/// passes, or the stream ends (an error saying why).
+async fn read_frames<F: Frames>(
+    mut frames: F,
+    check: &mut Check,
+    shared: &Shared,
     mut drain: DrainRx,
     give_up: Instant,
     permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<()> {
-    let mut sse = tokio::time::timeout(http::REQUEST_TIMEOUT, SseReader::open(addr, local, url))
-        .await
-        .context("SSE request timed out")?
-        .with_context(|| format!("SSE request to {url}"))?;
     let mut hello = false;
     loop {
         if hello && check.complete(shared) {
             return Ok(());
         }
-        let event = tokio::select! {
-            e = sse.next() => e,
+        let frame = tokio::select! {
+            f = frames.next_frame() => f,
             () = drained(&mut drain) => return Ok(()),
             () = tokio::time::sleep_until(give_up) => return Ok(()),
         };
-        let Some(data) = event.context("SSE read")? else {
+        let Some(json) = frame? else {
             bail!("stream ended");
         };
         if !hello {
-            if frame_type(data) == Some(b"hello") {
+            if frame_type(json) == Some(b"hello") {
                 hello = true;
                 *permit = None;
                 shared.ready.fetch_add(1, Ordering::Relaxed);
             }
             continue;
         }
-        check.frame(data, shared).map_err(anyhow::Error::msg)?;
+        check.frame(json, shared).map_err(anyhow::Error::msg)?;
     }
 }
 
