@@ -69,6 +69,13 @@ impl Pump {
 
     /// Move up to [`MAX_BATCH`] frames, in send order, into `batch`.
     pub(super) fn take_batch(&mut self, batch: &mut VecDeque<Arc<Frame>>) {
+        if self.start.len() == 0 && self.queue.is_empty() {
+            if self.queue.capacity() > 64 {
+                // A burst grew the queue; give the memory back while the connection is idle.
+                self.queue.shrink_to(16);
+            }
+            return;
+        }
         let room = MAX_BATCH.saturating_sub(batch.len());
         let mut taken = 0;
         while taken < room {
@@ -80,10 +87,6 @@ impl Pump {
         }
         let from_queue = (room - taken).min(self.queue.len());
         batch.extend(self.queue.drain(..from_queue));
-        if self.start.len() == 0 && self.queue.is_empty() && self.queue.capacity() > 64 {
-            // A burst grew the queue; give the memory back while the connection is idle.
-            self.queue.shrink_to(16);
-        }
     }
 
     /// Every frame still to send, in order (after the room's channel closed: its last frames,

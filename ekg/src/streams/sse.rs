@@ -7,7 +7,9 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,12 +18,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::admit::{Admission, StreamQuery, acquire, parse_request};
 use super::drain::DrainTurn;
+use super::gate::Gate;
 use super::metrics::ConnectionMetrics;
 use super::pump::{Pump, PumpEnd};
 use crate::rooms::{Frame, Transport};
@@ -60,12 +63,10 @@ pub(super) async fn handler(
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(BODY_CHANNEL);
     tokio::spawn(serve(body_tx, state, admission));
 
-    let frames = futures_util::stream::unfold(body_rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<_, Infallible>(chunk), rx))
-    });
-    let body = futures_util::stream::once(async { Ok(Bytes::from_static(RETRY)) }).chain(frames);
+    let body = Chunks {
+        retry_sent: false,
+        rx: body_rx,
+    };
     let mut response = Body::from_stream(body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -75,6 +76,25 @@ pub(super) async fn handler(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// The response body: [`RETRY`], then every chunk of the body channel until the connection
+/// task drops its sender.
+struct Chunks {
+    retry_sent: bool,
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Stream for Chunks {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if !self.retry_sent {
+            self.retry_sent = true;
+            return Poll::Ready(Some(Ok(Bytes::from_static(RETRY))));
+        }
+        self.rx.poll_recv(cx).map(|chunk| chunk.map(Ok))
+    }
 }
 
 /// How the live phase of a stream ended.
@@ -112,6 +132,13 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
     keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let drain = turn.wait(state.shutdown.clone());
     tokio::pin!(drain);
+    let gone = body_tx.closed();
+    tokio::pin!(gone);
+    // The drain, the body's end and the keepalive timer are polled only after they woke the
+    // task, not on every wake-up a frame or a send causes.
+    let drain_gate = Gate::new();
+    let gone_gate = Gate::new();
+    let keepalive_gate = Gate::new();
 
     let mut batch: VecDeque<Arc<Frame>> = VecDeque::new();
     let ending = loop {
@@ -120,8 +147,12 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
         }
         tokio::select! {
             biased;
-            turn = &mut drain => break Ending::Drain(turn),
-            () = body_tx.closed() => break Ending::Gone,
+            turn = std::future::poll_fn(|cx| drain_gate.poll(cx, |cx| drain.as_mut().poll(cx))) => {
+                break Ending::Drain(turn)
+            }
+            () = std::future::poll_fn(|cx| gone_gate.poll(cx, |cx| gone.as_mut().poll(cx))) => {
+                break Ending::Gone
+            }
             sent = send_some(&body_tx, &mut batch), if !batch.is_empty() => match sent {
                 Some(n) => metrics.frames_sent(n),
                 None => break Ending::Gone,
@@ -131,7 +162,7 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
                     break end.into();
                 }
             }
-            _ = keepalive.tick() => {
+            _ = std::future::poll_fn(|cx| keepalive_gate.poll(cx, |cx| keepalive.poll_tick(cx))) => {
                 // A full channel means bytes are on their way anyway.
                 let _full_or_closed = body_tx.try_send(Bytes::from_static(PING));
             }
@@ -183,7 +214,12 @@ async fn send_some(
     body_tx: &mpsc::Sender<Bytes>,
     batch: &mut VecDeque<Arc<Frame>>,
 ) -> Option<usize> {
-    let permit = body_tx.reserve().await.ok()?;
+    // Room is usually there: `try_reserve` skips building a wait for it.
+    let permit = match body_tx.try_reserve() {
+        Ok(permit) => permit,
+        Err(mpsc::error::TrySendError::Full(())) => body_tx.reserve().await.ok()?,
+        Err(mpsc::error::TrySendError::Closed(())) => return None,
+    };
     let frame = batch.pop_front()?;
     permit.send(frame.sse.clone());
     let mut sent = 1;

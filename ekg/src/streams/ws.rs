@@ -22,6 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::admit::{Admission, StreamQuery, acquire, not_websocket, parse_request};
 use super::drain::DrainTurn;
+use super::gate::Gate;
 use super::metrics::ConnectionMetrics;
 use super::pump::{Pump, PumpEnd};
 use crate::rooms::{Frame, Transport};
@@ -133,6 +134,11 @@ where
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let drain = turn.wait(state.shutdown.clone());
     tokio::pin!(drain);
+    // Reading the socket, the drain and the ping timer are polled only after they woke the
+    // task, not on every wake-up a frame or a write causes.
+    let drain_gate = Gate::new();
+    let read_gate = Gate::new();
+    let ping_gate = Gate::new();
 
     let mut out = Outgoing::default();
     let mut last_seen = Instant::now();
@@ -143,8 +149,10 @@ where
         let writing = out.has_work();
         tokio::select! {
             biased;
-            turn = &mut drain => break Ending::Drain(turn),
-            incoming = stream.next() => match incoming {
+            turn = std::future::poll_fn(|cx| drain_gate.poll(cx, |cx| drain.as_mut().poll(cx))) => {
+                break Ending::Drain(turn)
+            }
+            incoming = std::future::poll_fn(|cx| read_gate.poll(cx, |cx| stream.poll_next_unpin(cx))) => match incoming {
                 Some(Ok(Message::Close(_))) => break Ending::PeerClosed,
                 // Pongs, pings (answered by tungstenite) and ignored text/binary: the peer is alive.
                 Some(Ok(_)) => last_seen = Instant::now(),
@@ -160,7 +168,7 @@ where
                     break end.into();
                 }
             }
-            _ = ping.tick() => {
+            _ = std::future::poll_fn(|cx| ping_gate.poll(cx, |cx| ping.poll_tick(cx))) => {
                 if last_seen.elapsed() >= idle_timeout {
                     break Ending::Idle;
                 }
