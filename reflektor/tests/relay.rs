@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Behaviour, RecordingHost, Reflektor, post_id, strictly_increasing, wait_for};
+use common::{
+    Behaviour, RecordingHost, Reflektor, get_json, post_id, strictly_increasing, wait_for,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -97,14 +99,7 @@ async fn a_failing_host_gets_everything_once_it_recovers() {
     // the next fsync, a few ms after its 202: wait for the lag to cover all 20.
     let deadline = std::time::Instant::now() + WAIT;
     let hosts = loop {
-        let hosts: Value = client
-            .get(r.endpoint("/_reflektor/hosts"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let hosts: Value = get_json(&client, r.endpoint("/_reflektor/hosts")).await;
         if hosts["hosts"][0]["lag_records"] == 20 || std::time::Instant::now() > deadline {
             break hosts;
         }
@@ -161,14 +156,7 @@ async fn a_refused_record_is_dead_lettered_alone_and_can_be_redriven() {
         wait_for(WAIT, "good records delivered", || h.has_all(&[first, a, b])).await;
         assert_eq!(h.offsets(), vec![first, a, b]);
     }
-    let list: Value = client
-        .get(r.endpoint("/_reflektor/dead-letters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&client, r.endpoint("/_reflektor/dead-letters")).await;
     let entries = list["dead_letters"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{list}");
     for e in entries {
@@ -192,14 +180,7 @@ async fn a_refused_record_is_dead_lettered_alone_and_can_be_redriven() {
     let resp = client.post(&redrive).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(replay.has_all(&[bad]));
-    let list: Value = client
-        .get(r.endpoint("/_reflektor/dead-letters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&client, r.endpoint("/_reflektor/dead-letters")).await;
     assert_eq!(list["dead_letters"].as_array().unwrap().len(), 1, "{list}");
     let resp = client.post(&redrive).send().await.unwrap();
     assert_eq!(resp.status(), 404);

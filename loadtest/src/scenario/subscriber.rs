@@ -67,6 +67,23 @@ struct Check {
 }
 
 impl Check {
+    fn new(room: usize) -> Check {
+        Check {
+            stats: Stats {
+                room,
+                e2e: report::histogram(),
+                received: 0,
+                distinct: 0,
+                duplicates: 0,
+                out_of_order: 0,
+                ended: None,
+            },
+            seen: Vec::new(),
+            max_n: None,
+            last_seq: None,
+        }
+    }
+
     /// Handle one frame's JSON; an error names a frame that ends the stream.
     fn frame(&mut self, json: &[u8], shared: &Shared) -> Result<(), String> {
         let Some(ty) = frame_type(json) else {
@@ -136,20 +153,7 @@ pub(crate) async fn run(
     connect_permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Stats {
     let mut permit = Some(connect_permit);
-    let mut check = Check {
-        stats: Stats {
-            room,
-            e2e: report::histogram(),
-            received: 0,
-            distinct: 0,
-            duplicates: 0,
-            out_of_order: 0,
-            ended: None,
-        },
-        seen: Vec::new(),
-        max_n: None,
-        last_seq: None,
-    };
+    let mut check = Check::new(room);
     let result = match transport {
         Transport::WebSocket => {
             ws(
@@ -335,20 +339,7 @@ mod tests {
     }
 
     fn check() -> Check {
-        Check {
-            stats: Stats {
-                room: 0,
-                e2e: report::histogram(),
-                received: 0,
-                distinct: 0,
-                duplicates: 0,
-                out_of_order: 0,
-                ended: None,
-            },
-            seen: Vec::new(),
-            max_n: None,
-            last_seq: None,
-        }
+        Check::new(0)
     }
 
     fn msg(seq: u64, n: u64) -> Vec<u8> {

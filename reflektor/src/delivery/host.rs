@@ -244,15 +244,19 @@ mod tests {
         assert!(HostUrl::parse("http://x/?q=1").is_err());
     }
 
-    #[test]
-    fn rewind_never_goes_below_the_oldest_retained_record() {
-        let h = Host::new(
+    fn batch_host() -> Host {
+        Host::new(
             HostUrl::parse("http://h").unwrap(),
             HostMode::Batch,
             Offset(1),
             Offset::ZERO,
             CancellationToken::new(),
-        );
+        )
+    }
+
+    #[test]
+    fn rewind_never_goes_below_the_oldest_retained_record() {
+        let h = batch_host();
         h.advance(Offset(10));
         assert_eq!((h.cursor(), h.applied()), (Offset(11), Offset(10)));
         h.rewind(Offset(3), Offset(1));
@@ -263,13 +267,7 @@ mod tests {
 
     #[test]
     fn an_ack_for_less_than_the_batch_sends_the_rest_again() {
-        let h = Host::new(
-            HostUrl::parse("http://h").unwrap(),
-            HostMode::Batch,
-            Offset(1),
-            Offset::ZERO,
-            CancellationToken::new(),
-        );
+        let h = batch_host();
         h.acknowledged(Offset(10), Offset(10));
         assert_eq!((h.cursor(), h.applied()), (Offset(11), Offset(10)));
         // The host applied only up to 14 of a batch ending at 20.

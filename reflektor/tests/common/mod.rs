@@ -33,6 +33,11 @@ pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, what: &str, mut con
     }
 }
 
+/// `GET url` and its JSON body.
+pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// A running reflektor.
 pub struct Reflektor {
     child: Option<Child>,
