@@ -2,7 +2,9 @@
 //! bearer token.
 
 use axum::http::{HeaderMap, header};
-use shared::sign::{EPOCH_HEADER, OFFSET_HEADER, SIGNATURE_HEADER, Signer};
+use shared::sign::{
+    EPOCH_HEADER, OFFSET_HEADER, SIGNATURE_HEADER, Signed, TIMESTAMP_HEADER, Verifier, unix_ms,
+};
 use shared::{Epoch, Offset};
 
 use crate::http::ApiError;
@@ -44,32 +46,47 @@ pub(crate) fn delivery_headers(headers: &HeaderMap) -> Result<Option<Delivery>, 
     }
 }
 
-/// Check a delivery's signature over (epoch, offset, body) when a secret is configured.
-/// Returns the headers' claims (always present when signed).
+/// Check a delivery's signature (v2: method, target, epoch, offset, timestamp and body) when a
+/// secret is configured. Returns the headers' claims (always present when signed).
 ///
 /// # Errors
-/// 401 when a secret is set and the headers are missing or the signature does not verify.
+/// 401 when a secret is set and the headers are missing, the signature does not verify, or
+/// its timestamp is outside the freshness window.
 pub(crate) fn verify_delivery(
-    signer: Option<&Signer>,
+    verifier: Option<&Verifier>,
+    method: &str,
+    target: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Option<Delivery>, ApiError> {
     let claimed = delivery_headers(headers)?;
-    let Some(signer) = signer else {
+    let Some(verifier) = verifier else {
         return Ok(claimed);
     };
-    let (Some(delivery), Some(signature)) = (claimed, header(headers, SIGNATURE_HEADER)) else {
+    let (Some(delivery), Some(signature), Some(timestamp)) = (
+        claimed,
+        header(headers, SIGNATURE_HEADER),
+        header(headers, TIMESTAMP_HEADER),
+    ) else {
         return Err(ApiError::unauthorized(
-            "a reflektor signature is required (X-Reflektor-Epoch, X-Reflektor-Offset, X-Reflektor-Signature)",
+            "a reflektor signature is required (X-Reflektor-Epoch, X-Reflektor-Offset, X-Reflektor-Timestamp, X-Reflektor-Signature)",
         ));
     };
-    if signer.verify(delivery.epoch, delivery.offset, body, signature) {
-        Ok(Some(delivery))
-    } else {
-        Err(ApiError::unauthorized(
-            "the reflektor signature does not verify",
-        ))
-    }
+    let timestamp_ms = timestamp
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| ApiError::unauthorized("X-Reflektor-Timestamp must be Unix milliseconds"))?;
+    let signed = Signed {
+        method,
+        target,
+        epoch: delivery.epoch,
+        offset: delivery.offset,
+        timestamp_ms,
+    };
+    verifier
+        .verify(&signed, body, signature, unix_ms())
+        .map_err(|e| ApiError::unauthorized(format!("the reflektor signature is refused: {e}")))?;
+    Ok(Some(delivery))
 }
 
 /// Check `Authorization: Bearer <token>` in constant time.

@@ -21,6 +21,7 @@ pub const MAX_BATCH_BYTES: usize = 64 << 20;
 /// `POST /_reflektor/ingest`: a signed batch (see `shared::batch`).
 pub(crate) async fn ingest_batch(
     State(state): State<AppState>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -30,11 +31,18 @@ pub(crate) async fn ingest_batch(
             "this host runs standalone and assigns its own seqs; it takes no reflektor log",
         ));
     }
-    if state.ingest.signer.is_some() && delivery_headers(&headers)?.is_none() {
+    if state.ingest.verifier.is_some() && delivery_headers(&headers)?.is_none() {
         return Err(ApiError::unauthorized("a reflektor signature is required"));
     }
     let body = read_body(body, MAX_BATCH_BYTES).await?;
-    let claimed = verify_delivery(state.ingest.signer.as_ref(), &headers, &body)?;
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let claimed = verify_delivery(
+        state.ingest.verifier.as_ref(),
+        "POST",
+        target,
+        &headers,
+        &body,
+    )?;
     let batch = Batch::parse(body).map_err(|e| {
         ApiError::bad_request("bad_batch", format!("the batch cannot be parsed: {e}"))
     })?;
@@ -93,8 +101,15 @@ pub(crate) async fn write(
                 ));
             }
             let body = read_body(body, max_body).await?;
-            let delivery = verify_delivery(state.ingest.signer.as_ref(), &headers, &body)?
-                .ok_or_else(|| ApiError::unauthorized("X-Reflektor-Offset is required"))?;
+            let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+            let delivery = verify_delivery(
+                state.ingest.verifier.as_ref(),
+                method.as_str(),
+                target,
+                &headers,
+                &body,
+            )?
+            .ok_or_else(|| ApiError::unauthorized("X-Reflektor-Offset is required"))?;
             state.ingest.apply_replayed(
                 &state.rooms,
                 max_body,

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use shared::batch::{Batch, IngestAck, Rejection};
-use shared::sign::Signer;
+use shared::sign::{DEFAULT_FRESHNESS, Verifier};
 use shared::{Epoch, Method, Offset, Record};
 
 use super::apply::apply_write;
@@ -24,7 +24,7 @@ pub struct IngestLog {
     cursor: Mutex<Cursor>,
     ready: AtomicBool,
     /// Checks reflektor signatures when `--secret` is set.
-    pub(crate) signer: Option<Signer>,
+    pub(crate) verifier: Option<Verifier>,
 }
 
 /// Where this host stands in the log.
@@ -52,7 +52,10 @@ impl IngestLog {
         IngestLog {
             cursor: Mutex::new(Cursor::default()),
             ready: AtomicBool::new(ready),
-            signer: config.secret.as_deref().map(|s| Signer::new(s.as_bytes())),
+            verifier: config
+                .secret
+                .as_deref()
+                .map(|s| Verifier::new([s], DEFAULT_FRESHNESS)),
         }
     }
 

@@ -5,7 +5,7 @@ use axum::http::{Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use shared::batch::{self, IngestAck};
-use shared::sign::{EPOCH_HEADER, OFFSET_HEADER, SIGNATURE_HEADER, Signer};
+use shared::sign::Signer;
 use shared::{Epoch, Method, Offset, Record};
 use tokio::sync::broadcast::error::TryRecvError;
 use tower::ServiceExt;
@@ -82,11 +82,15 @@ fn batch_request(
     let body = batch::encode(Epoch(epoch), Offset(prev), Offset(head), records);
     let mut req = Request::post(batch::INGEST_PATH).header("content-type", batch::CONTENT_TYPE);
     if let Some(secret) = secret {
-        let sig = Signer::new(secret.as_bytes()).sign(Epoch(epoch), Offset(prev), &body);
-        req = req
-            .header(EPOCH_HEADER, Epoch(epoch).to_string())
-            .header(OFFSET_HEADER, prev.to_string())
-            .header(SIGNATURE_HEADER, sig);
+        for (name, value) in Signer::new(secret.as_bytes()).headers(
+            "POST",
+            batch::INGEST_PATH,
+            Epoch(epoch),
+            Offset(prev),
+            &body,
+        ) {
+            req = req.header(name, value);
+        }
     }
     req.body(Body::from(body)).unwrap()
 }
@@ -126,11 +130,15 @@ async fn an_unsigned_or_forged_batch_is_refused_and_applies_nothing() {
     // Signed for another prev than the batch carries.
     let mut req = batch_request(7, 0, 1, &records, Some(SECRET));
     let body = batch::encode(Epoch(7), Offset(0), Offset(1), &records);
-    let sig = Signer::new(SECRET.as_bytes()).sign(Epoch(7), Offset(5), &body);
-    req.headers_mut()
-        .insert(OFFSET_HEADER, "5".parse().unwrap());
-    req.headers_mut()
-        .insert(SIGNATURE_HEADER, sig.parse().unwrap());
+    for (name, value) in Signer::new(SECRET.as_bytes()).headers(
+        "POST",
+        batch::INGEST_PATH,
+        Epoch(7),
+        Offset(5),
+        &body,
+    ) {
+        req.headers_mut().insert(name, value.parse().unwrap());
+    }
     assert_eq!(send(&state, req).await.status, StatusCode::UNAUTHORIZED);
     assert!(state.rooms.is_empty());
     assert_eq!(state.ingest.cursor().applied, Offset(0));
@@ -387,13 +395,17 @@ async fn replayed_writes_are_signed_and_applied_once_at_their_offset() {
     let state = state(Some(SECRET));
     let signed = |offset: u64, secret: &str| {
         let body = r#"{"id":"r1","text":"hi"}"#;
-        let sig = Signer::new(secret.as_bytes()).sign(Epoch(7), Offset(offset), body.as_bytes());
-        write("POST", "/rooms/a/messages")
-            .header(EPOCH_HEADER, Epoch(7).to_string())
-            .header(OFFSET_HEADER, offset.to_string())
-            .header(SIGNATURE_HEADER, sig)
-            .body(Body::from(body))
-            .unwrap()
+        let mut req = write("POST", "/rooms/a/messages");
+        for (name, value) in Signer::new(secret.as_bytes()).headers(
+            "POST",
+            "/rooms/a/messages",
+            Epoch(7),
+            Offset(offset),
+            body.as_bytes(),
+        ) {
+            req = req.header(name, value);
+        }
+        req.body(Body::from(body)).unwrap()
     };
     let unsigned = write("POST", "/rooms/a/messages")
         .body(Body::from("{}"))

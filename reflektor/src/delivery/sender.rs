@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use shared::sign::{EPOCH_HEADER, OFFSET_HEADER, SIGNATURE_HEADER, Signer};
+use shared::sign::{EPOCH_HEADER, OFFSET_HEADER, Signer, TIMESTAMP_HEADER, unix_ms};
 use shared::{Epoch, Offset, Record, batch};
 
 use super::HostUrl;
@@ -52,17 +52,27 @@ impl Sender {
         self.epoch
     }
 
-    /// Epoch and offset travel with every delivery; the signature when a secret is set.
-    fn sign(&self, headers: &mut HeaderMap, offset: Offset, body: &[u8]) {
-        let sig = self
-            .signer
-            .as_ref()
-            .map(|s| (SIGNATURE_HEADER, s.sign(self.epoch, offset, body)));
-        let ids = [
-            (EPOCH_HEADER, self.epoch.to_string()),
-            (OFFSET_HEADER, offset.to_string()),
-        ];
-        for (name, value) in ids.into_iter().chain(sig) {
+    /// Epoch, offset and the send time travel with every delivery; the signature (over the
+    /// method, target, epoch, offset, time and body) when a secret is set.
+    fn sign(
+        &self,
+        headers: &mut HeaderMap,
+        method: &str,
+        target: &str,
+        offset: Offset,
+        body: &[u8],
+    ) {
+        let pairs: Vec<(&'static str, String)> = match &self.signer {
+            Some(signer) => signer
+                .headers(method, target, self.epoch, offset, body)
+                .into(),
+            None => vec![
+                (EPOCH_HEADER, self.epoch.to_string()),
+                (OFFSET_HEADER, offset.to_string()),
+                (TIMESTAMP_HEADER, unix_ms().to_string()),
+            ],
+        };
+        for (name, value) in pairs {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(HeaderName::from_static(name), v);
             }
@@ -80,7 +90,7 @@ impl Sender {
         let body = batch::encode(self.epoch, prev, head, records);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(batch::CONTENT_TYPE));
-        self.sign(&mut headers, prev, &body);
+        self.sign(&mut headers, "POST", batch::INGEST_PATH, prev, &body);
         let req = self
             .client
             .post(format!("{url}{}", batch::INGEST_PATH))
@@ -120,7 +130,13 @@ impl Sender {
                 _ => return unsendable(format!("header {name} cannot be replayed")),
             }
         }
-        self.sign(&mut headers, record.offset, &record.body);
+        self.sign(
+            &mut headers,
+            record.method.as_str(),
+            &record.target,
+            record.offset,
+            &record.body,
+        );
         let req = self
             .client
             .request(method, format!("{url}{}", record.target))

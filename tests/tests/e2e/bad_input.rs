@@ -128,17 +128,19 @@ async fn bad_input_gets_a_clear_answer_and_changes_nothing() {
     .await;
     let forged = shared::sign::Signer::new(b"not-the-secret");
     let batch = shared::batch::encode(shared::Epoch(1), shared::Offset(0), shared::Offset(1), &[]);
-    let sig = forged.sign(shared::Epoch(1), shared::Offset(0), &batch);
-    let resp = c
+    let mut req = c
         .post(format!("{e}{}", shared::batch::INGEST_PATH))
-        .header("content-type", shared::batch::CONTENT_TYPE)
-        .header(shared::sign::EPOCH_HEADER, shared::Epoch(1).to_string())
-        .header(shared::sign::OFFSET_HEADER, "0")
-        .header(shared::sign::SIGNATURE_HEADER, sig)
-        .body(batch)
-        .send()
-        .await
-        .unwrap();
+        .header("content-type", shared::batch::CONTENT_TYPE);
+    for (name, value) in forged.headers(
+        "POST",
+        shared::batch::INGEST_PATH,
+        shared::Epoch(1),
+        shared::Offset(0),
+        &batch,
+    ) {
+        req = req.header(name, value);
+    }
+    let resp = req.body(batch).send().await.unwrap();
     expect(resp, 401, "forged signature").await;
 
     // Malformed JSON is relayed (reflektor does not read bodies) but refused by ekg and
