@@ -37,6 +37,10 @@ pub use state::AppState;
 /// Extra time, beyond the drain window, that streams get to finish before `run` gives up.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// Connections the listener takes beyond `--max-connections` streams: room for history reads,
+/// ingest and probes while every stream slot is used (streams beyond the limit get a `503`).
+pub const HTTP_HEADROOM: usize = 1024;
+
 /// Every route, with state.
 pub fn router(state: AppState) -> Router {
     let cors = http::cors_layer(&state.config.cors_origins);
@@ -92,11 +96,11 @@ pub async fn run(
     let deadline = state.config.drain_window + DRAIN_GRACE;
     let tasks = state.tasks.clone();
     let stop = shutdown.clone();
-    let mut server = tokio::spawn(
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .into_future(),
-    );
+    let limits = shared::serve::Limits {
+        header_read_timeout: shared::serve::DEFAULT_HEADER_READ_TIMEOUT,
+        max_connections: state.config.max_connections.saturating_add(HTTP_HEADROOM),
+    };
+    let mut server = tokio::spawn(shared::serve::serve(listener, router(state), limits, stop));
     tokio::select! {
         result = &mut server => {
             shutdown.cancel();

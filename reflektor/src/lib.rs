@@ -21,7 +21,6 @@ pub mod intake;
 pub mod log;
 pub mod ops;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +42,8 @@ use log::{Log, LogConfig};
 
 /// How often expired idempotency keys are swept (or the window, when shorter).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Most HTTP connections open at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 4096;
 /// How often gauges (log size, per-host lag) are refreshed.
 const GAUGES_EVERY: Duration = Duration::from_secs(1);
 
@@ -252,9 +253,11 @@ pub async fn run_with(
     spawn_sweeper(&background, &state, background_stop.clone());
     spawn_gauges(&background, &state, background_stop.clone());
 
-    let serve = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let limits = shared::serve::Limits {
+        header_read_timeout: shared::serve::DEFAULT_HEADER_READ_TIMEOUT,
+        max_connections: MAX_CONNECTIONS,
+    };
+    let serve = shared::serve::serve(listener, router(state.clone()), limits, shutdown.clone());
     on_serving(addr);
     let deadline = async {
         shutdown.cancelled().await;
