@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::http::HeaderValue;
 use clap::Parser;
 use shared::config::{parse_bytes, parse_duration, read_secret};
+use shared::telemetry::LogFormat;
 
 use crate::rooms::Retention;
 
@@ -81,6 +82,10 @@ pub struct Args {
     /// Most rooms held in memory; new rooms beyond it are answered 503.
     #[arg(long, env = "EKG_MAX_ROOMS", default_value_t = 100_000)]
     pub max_rooms: usize,
+
+    /// Log lines on stderr: human-readable text, or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// Who may write to rooms.

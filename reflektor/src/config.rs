@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use shared::telemetry::LogFormat;
 
 use crate::delivery::{HostMode, HostUrl, StartAt};
 use crate::log::FsyncPolicy;
@@ -93,6 +94,10 @@ pub struct Args {
     /// Longest a SIGTERM/SIGINT shutdown may take.
     #[arg(long, env = "REFLEKTOR_SHUTDOWN_TIMEOUT", default_value = "10s")]
     pub shutdown_timeout: String,
+
+    /// Log lines on stderr: human-readable text, or one JSON object per line.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,39 +1,65 @@
-//! Shutdown signalling: SIGTERM or Ctrl-C cancels a [`CancellationToken`] every task watches.
+//! Shutdown signalling: SIGTERM or SIGINT cancels a [`CancellationToken`] every task watches.
+//!
+//! Both binaries call [`on_signal`] before they bind and announce: the handlers are registered
+//! with the OS before it returns, so a SIGTERM that arrives right after the listening line is a
+//! clean shutdown (exit 0), never the default action (the process killed mid-write).
+
+use std::io;
 
 pub use tokio_util::sync::CancellationToken;
 pub use tokio_util::task::TaskTracker;
 
-/// Resolve on the first SIGTERM or SIGINT.
-pub async fn signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Register SIGTERM and SIGINT handlers now and return a token cancelled by the first of them.
+/// The signal is logged. Must be called inside a Tokio runtime.
+///
+/// # Errors
+/// The OS refused to install a handler.
+pub fn on_signal() -> io::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        () = term => tracing::info!("SIGTERM received, shutting down"),
+            cancel.cancel();
+        });
     }
+    #[cfg(not(unix))]
+    {
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C received, shutting down");
+                cancel.cancel();
+            }
+        });
+    }
+    Ok(token)
 }
 
-/// A token cancelled by the first signal.
-pub fn on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        signal().await;
-        t.cancel();
-    });
-    token
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The handler is in place when `on_signal` returns: a SIGINT sent at once (before the task
+    /// that waits for it ever ran) cancels the token instead of killing the test process.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_signal_right_after_install_cancels_the_token() {
+        let token = on_signal().unwrap();
+        let status = std::process::Command::new("kill")
+            .arg("-INT")
+            .arg(std::process::id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(10), token.cancelled())
+            .await
+            .expect("SIGINT cancels the token");
+    }
 }

@@ -1,7 +1,15 @@
 //! Logging, metrics and the listening line, set up the same way by both binaries.
 //!
-//! Logs go to stderr; stdout carries exactly one line, printed once the server is serving:
-//! `NAME listening on http://ADDR`, which scripts and tests read to find a port-0 server.
+//! Logs go to stderr, as text (the default) or as one JSON object per line
+//! (`--log-format json` or `LOG_FORMAT=json`; see [`LogFormat`]). stdout carries exactly one
+//! line, printed once the server is serving: `NAME listening on http://ADDR`, which scripts and
+//! tests read to find a port-0 server.
+//!
+//! # JSON lines
+//! Each line is one object with `timestamp` (RFC 3339, UTC), `level`, `target`, `message`, the
+//! event's own fields at the top level (`request_id`, `offset`, `host`, ...), and `span` /
+//! `spans` when the event happened inside a span. A field an event repeats from its span is
+//! written once per place, so a log shipper can index `request_id` wherever it appears.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,16 +18,36 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// Structured logs to stderr. `RUST_LOG` overrides `default_filter` (e.g. `"reflektor=info"`).
-/// `LOG_FORMAT=json` switches to one JSON object per line.
-pub fn init_tracing(default_filter: &str) {
+///
+/// A second call in the same process (tests running several servers) keeps the first
+/// subscriber.
+pub fn init_tracing(default_filter: &str, format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    // A second init in the same process (tests) keeps the first subscriber.
-    let _already_set = builder.try_init();
+    let _already_set = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

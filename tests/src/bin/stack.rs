@@ -71,6 +71,7 @@ async fn main() -> Result<()> {
     .await
     .context("start reflektor")?;
 
+    let stop = shared::shutdown::on_signal().context("install signal handlers")?;
     let demo = format!("{}/?room=lobby&intake={intake_url}", ekg.url());
     println!("reflektor intake  {intake_url}");
     println!("ekg host          {}", ekg.url());
@@ -86,7 +87,7 @@ async fn main() -> Result<()> {
     println!("follow the room:  curl -N {}/rooms/lobby/sse", ekg.url());
     println!("Ctrl-C stops both.");
 
-    shared::shutdown::signal().await;
+    stop.cancelled().await;
     println!("stopping...");
     let r = reflektor.terminate(Duration::from_secs(15)).await;
     let e = ekg.terminate(Duration::from_secs(15)).await;

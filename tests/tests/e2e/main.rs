@@ -8,10 +8,12 @@
 //! - `host_faults`: an ekg host killed and rebuilt empty, stopped and resumed, and drained by SIGTERM.
 //! - `lagging`: a client that stops reading is cut off; the room and the server's memory are fine.
 //! - `bad_input`: a sweep of malformed requests, each with its documented answer.
+//! - `logs`: JSON log lines on both binaries; SIGTERM right after the listening line exits 0.
 
 mod bad_input;
 mod fanout;
 mod host_faults;
 mod lagging;
+mod logs;
 mod reflektor_faults;
 mod util;
