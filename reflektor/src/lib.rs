@@ -74,6 +74,16 @@ impl AppState {
     /// # Errors
     /// The data directory, the log or the host file cannot be opened.
     pub async fn open(config: Config, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+        AppState::open_on(config, shutdown, Arc::new(log::StdFilesystem)).await
+    }
+
+    /// [`AppState::open`] with the log's file operations going through `fs` (tests inject
+    /// disk faults there).
+    pub(crate) async fn open_on(
+        config: Config,
+        shutdown: CancellationToken,
+        fs: Arc<dyn log::Filesystem>,
+    ) -> anyhow::Result<AppState> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -84,6 +94,8 @@ impl AppState {
         log_cfg.fsync = config.fsync;
         log_cfg.fsync_interval = config.fsync_interval;
         log_cfg.max_disk_bytes = config.max_disk_bytes;
+        log_cfg.keys_window = config.dedupe_window;
+        log_cfg.fs = fs;
         let opened = tokio::task::spawn_blocking(move || Log::open(log_cfg))
             .await
             .context("log open task failed")?
@@ -314,7 +326,11 @@ fn spawn_gauges(tracker: &TaskTracker, state: &AppState, stop: CancellationToken
                 _ = tick.tick() => {}
                 () = stop.cancelled() => break,
             }
-            ops::metrics::log_stats(&state.log.stats(), state.dedupe.len());
+            ops::metrics::log_stats(
+                &state.log.stats(),
+                state.log.failure().is_some(),
+                state.dedupe.len(),
+            );
             for host in state.pool.list() {
                 let v = ops::hosts::view(&state, &host).await;
                 ops::metrics::host(&v.id, v.cursor.0, v.lag_records, v.lag_seconds, v.healthy);

@@ -29,6 +29,9 @@ pub enum AppError {
     /// The process is stopping.
     #[error("reflektor is shutting down")]
     ShuttingDown,
+    /// The log stopped accepting appends (a failed fdatasync): not ready until restarted.
+    #[error("the log stopped accepting appends: {0}")]
+    LogFailed(String),
     /// The request is malformed; `code` names the problem.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -59,7 +62,9 @@ impl AppError {
             }
             AppError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AppError::Overloaded(_) | AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Overloaded(_) | AppError::ShuttingDown | AppError::LogFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
@@ -77,6 +82,7 @@ impl AppError {
             AppError::Unauthorized => "unauthorized",
             AppError::Overloaded(_) => "overloaded",
             AppError::ShuttingDown => "shutting_down",
+            AppError::LogFailed(_) => "log_failed",
             AppError::BadRequest { code, .. } => code,
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",

@@ -143,8 +143,12 @@ async fn append(state: &AppState, record: Record) -> Result<Offset, AppError> {
         AppendError::TooLarge => AppError::BodyTooLarge {
             limit: state.config.max_body,
         },
-        AppendError::Io(detail) => {
-            tracing::error!(%detail, "append failed");
+        AppendError::Unavailable(detail) => {
+            tracing::debug!(%detail, "append refused for now");
+            AppError::Overloaded("the log cannot be written right now; retry shortly".into())
+        }
+        AppendError::Failed(detail) => {
+            tracing::error!(%detail, "append failed: the log has stopped");
             AppError::Overloaded("the log cannot be written; retry shortly".into())
         }
     })

@@ -225,3 +225,53 @@ async fn a_configured_origin_gets_cors_answers() {
     );
     s.log.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_full_disk_answers_503_until_it_has_room_and_a_failed_sync_makes_readyz_503() {
+    use crate::log::faulty::{EIO, ENOSPC, FaultyFs, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let fs = std::sync::Arc::new(FaultyFs::default());
+    let config = Config::for_dir(dir.path().to_path_buf());
+    let s = AppState::open_on(config, CancellationToken::new(), fs.clone())
+        .await
+        .unwrap();
+    let (st, _, _) = call(&s, post("/x", "1")).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+
+    fs.fail_always(Op::Write, ENOSPC);
+    let (st, h, v) = call(&s, post("/x", "2")).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded"))
+    );
+    assert_eq!(h[header::RETRY_AFTER], "1");
+    let (st, _, _) = call(&s, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::OK, "a full disk is not a failed log");
+    fs.heal(Op::Write);
+    let (st, _, v) = call(&s, post("/x", "3")).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert_eq!(v["id"], "2", "the refused request used no offset");
+
+    // Under the default `interval` policy the answer comes before the sync; the sync fails.
+    fs.fail_always(Op::SyncData, EIO);
+    let (st, _, _) = call(&s, post("/x", "4")).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.log.failure().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync never failed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (st, _, v) = call(&s, Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("log_failed"))
+    );
+    let (st, _, v) = call(&s, post("/x", "5")).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded"))
+    );
+}

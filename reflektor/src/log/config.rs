@@ -3,7 +3,10 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::io::{Filesystem, StdFilesystem};
 
 /// When an append counts as durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,11 +68,19 @@ pub struct LogConfig {
     pub append_queue: usize,
     /// Recent encoded records kept in memory for readers.
     pub cache_bytes: usize,
+    /// How far back [`Opened::recent_keys`](super::Opened::recent_keys) reaches: the
+    /// idempotency keys of records accepted within this window are read back on open, from
+    /// every segment written to within it.
+    pub keys_window: Duration,
+    /// Most bytes of idempotency keys read back on open (the newest are kept).
+    pub keys_max_bytes: usize,
+    /// Every file operation goes through this (a test injects disk faults here).
+    pub fs: Arc<dyn Filesystem>,
 }
 
 impl LogConfig {
     /// Defaults: `interval` every 5 ms, 64 MiB segments, 8 GiB quota, 16384 queued appends,
-    /// 64 MiB cache.
+    /// 64 MiB cache, keys of the last 10 minutes (at most 64 MiB of them), the real disk.
     pub fn new(dir: PathBuf) -> LogConfig {
         LogConfig {
             dir,
@@ -79,6 +90,9 @@ impl LogConfig {
             max_disk_bytes: 8 << 30,
             append_queue: 16384,
             cache_bytes: 64 << 20,
+            keys_window: Duration::from_secs(600),
+            keys_max_bytes: 64 << 20,
+            fs: Arc::new(StdFilesystem),
         }
     }
 }

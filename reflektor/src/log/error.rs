@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use shared::Offset;
 
-/// Why an append was not accepted. None of these consumed an offset, except `Io` after a failed
-/// `fdatasync` (the record may or may not be in the log; the client retries).
-#[derive(Debug, thiserror::Error)]
+/// Why an append was not accepted. None of these consumed an offset, except `Failed` after a
+/// failed `fdatasync` (the record may or may not be in the log; the client retries).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum AppendError {
     /// The bounded append queue is full: answer 503 with `Retry-After`.
     #[error("the log's append queue is full")]
@@ -21,9 +21,16 @@ pub enum AppendError {
     /// The record does not fit the wire format: answer 413.
     #[error("the record is too large for the log")]
     TooLarge,
-    /// Writing or syncing failed: answer 503 and log an error.
-    #[error("log I/O failed: {0}")]
-    Io(String),
+    /// Nothing was written and the log expects to recover by itself: a write failed and was
+    /// taken back, or the next segment could not be created (the disk is full). Answer 503 with
+    /// `Retry-After`; appends succeed again once the disk has room.
+    #[error("the log cannot take appends right now: {0}")]
+    Unavailable(String),
+    /// The log stopped accepting appends for good: an `fdatasync` failed (the kernel may have
+    /// dropped data it had been given) or a failed write could not be taken back. Answer 503;
+    /// an operator has to look and restart (see [`Log::failure`](super::Log::failure)).
+    #[error("the log stopped accepting appends: {0}")]
+    Failed(String),
 }
 
 /// Why a read returned no records.

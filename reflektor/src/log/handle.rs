@@ -30,8 +30,9 @@ pub struct Log {
 /// What [`Log::open`] found.
 pub struct Opened {
     pub log: Log,
-    /// Idempotency keys of records in the active segment, oldest first:
+    /// Idempotency keys of the records accepted within `keys_window`, oldest first:
     /// (key, offset, timestamp_ms), so intake can rebuild its dedupe window after a restart.
+    /// At most `keys_max_bytes` of them (the newest).
     pub recent_keys: Vec<(String, Offset, u64)>,
     /// Bytes cut from a torn tail during recovery (0 when the log was clean).
     pub truncated_bytes: u64,
@@ -75,8 +76,8 @@ pub(super) struct State {
     hints: Mutex<BTreeMap<u64, (u64, u64)>>,
     /// The active segment, for the syncer (the writer swaps it when rolling).
     pub(super) active: Mutex<Arc<File>>,
-    /// Set when a write could not be rolled back or an `fdatasync` failed: the log no longer
-    /// accepts appends (see the module docs).
+    /// Set when a write could not be taken back or an `fdatasync` failed: the log no longer
+    /// accepts appends, acknowledges or publishes anything (see the module docs).
     failed: Mutex<Option<String>>,
     has_failed: AtomicBool,
     /// Held open until the log is closed: its lock keeps a second process out of `dir`.
@@ -195,8 +196,13 @@ impl Log {
         std::fs::create_dir_all(&cfg.dir).map_err(segment::at(&cfg.dir))?;
         let dir_lock = lock_dir(&cfg.dir)?;
         let found = segment::list(&cfg.dir)?;
-        let epoch = super::meta::load_or_create(&cfg.dir, found.is_empty())?;
-        let rec = recovery::recover(&cfg.dir, epoch, found)?;
+        let fs = cfg.fs.clone();
+        let epoch = super::meta::load_or_create(fs.as_ref(), &cfg.dir, !found.is_empty())?;
+        let keys = recovery::KeysWanted {
+            window: cfg.keys_window,
+            max_bytes: cfg.keys_max_bytes,
+        };
+        let rec = recovery::recover(fs.as_ref(), &cfg.dir, epoch, found, keys)?;
 
         let oldest = rec
             .segments
@@ -263,14 +269,15 @@ impl Log {
     ///
     /// # Errors
     /// `Busy` when the append queue is full, `QuotaFull`, `Closed`, `TooLarge` when the record
-    /// does not fit the wire format, `Io` when writing or syncing failed.
+    /// does not fit the wire format, `Unavailable` when the disk refused the write or a new
+    /// segment (it recovers by itself), `Failed` once the log has stopped.
     pub async fn append(&self, record: Record) -> Result<Offset, AppendError> {
         let state = &self.inner.state;
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(AppendError::Closed);
         }
         if let Some(why) = state.failure() {
-            return Err(AppendError::Io(why));
+            return Err(AppendError::Failed(why));
         }
         let frame = FRAME_HEADER_LEN + record.encoded_len();
         if record.validate().is_err() || u32::try_from(frame).is_err() {
@@ -291,6 +298,13 @@ impl Log {
         }
         // The writer drops the reply only when it stops before handling the record.
         done.await.unwrap_or(Err(AppendError::Closed))
+    }
+
+    /// Why the log stopped accepting appends (a failed `fdatasync`, or a failed write that
+    /// could not be taken back); `None` while it works. It does not recover without a restart:
+    /// `/readyz` reports it.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.state.failure()
     }
 
     /// Newest offset readers may see; `Offset::ZERO` when the log is empty.

@@ -1,13 +1,14 @@
 //! The `meta` file: the log's epoch, written once and atomically.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use shared::Epoch;
+use tracing::warn;
 
 use super::LogError;
-use super::segment::sync_dir;
+use super::io::Filesystem;
 
 const META_MAGIC: [u8; 4] = *b"RFKM";
 const META_VERSION: u32 = 1;
@@ -15,27 +16,49 @@ const META_LEN: usize = 20;
 const META_FILE: &str = "meta";
 const META_TMP: &str = "meta.tmp";
 
-/// Read the epoch, or create a new one when the directory holds no log yet (`fresh`).
+/// Read the epoch of the log in `dir`, or start a new log (a new epoch) when it holds no
+/// segment.
+///
+/// A directory with a `meta` file but no segment gets a new epoch too: its segments were
+/// removed (by hand, or a restore that brought back only `meta`), and reusing the old epoch
+/// would hand out offsets again that hosts already applied under it, which they would then
+/// skip. With a new epoch every host starts over from the new log.
 ///
 /// # Errors
 /// [`LogError::BadMeta`] when `meta` is damaged, of another version, or missing next to
 /// existing segments (a new epoch would make hosts take old records for a new log).
-pub(super) fn load_or_create(dir: &Path, fresh: bool) -> Result<Epoch, LogError> {
+pub(super) fn load_or_create(
+    fs: &dyn Filesystem,
+    dir: &Path,
+    has_segments: bool,
+) -> Result<Epoch, LogError> {
     let path = dir.join(META_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => decode(&bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if !fresh {
-                return Err(LogError::BadMeta(format!(
-                    "{} is missing but segments exist",
-                    path.display()
-                )));
-            }
+    let existing = match fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(super::segment::at(&path)(e).into()),
+    };
+    match existing {
+        Some(bytes) if has_segments => decode(&bytes),
+        None if has_segments => Err(LogError::BadMeta(format!(
+            "{} is missing but segments exist",
+            path.display()
+        ))),
+        existing => {
             let epoch = Epoch(fastrand::u64(1..));
-            write(dir, epoch).map_err(super::segment::at(&path))?;
+            if let Some(bytes) = existing {
+                let old = decode(&bytes).map_or_else(|e| e.to_string(), |e| e.to_string());
+                warn!(
+                    dir = %dir.display(),
+                    old_epoch = %old,
+                    new_epoch = %epoch,
+                    "the log directory has a meta file but no segments: starting a new log \
+                     (new epoch), so no offset is handed out twice; every host starts over"
+                );
+            }
+            write(fs, dir, epoch).map_err(super::segment::at(&path))?;
             Ok(epoch)
         }
-        Err(e) => Err(super::segment::at(&path)(e).into()),
     }
 }
 
@@ -72,15 +95,15 @@ fn decode(bytes: &[u8]) -> Result<Epoch, LogError> {
     Ok(Epoch(u64::from_le_bytes(epoch)))
 }
 
-/// tmp + fsync + rename + fsync dir: a crash leaves either no `meta` or a whole one.
-fn write(dir: &Path, epoch: Epoch) -> io::Result<()> {
+/// tmp + fsync + rename + fsync dir: a crash leaves either the old `meta` or the new one.
+fn write(fs: &dyn Filesystem, dir: &Path, epoch: Epoch) -> io::Result<()> {
     let tmp = dir.join(META_TMP);
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(&encode(epoch))?;
-    file.sync_all()?;
+    let file = std::fs::File::create(&tmp)?;
+    fs.write_all(&file, &encode(epoch))?;
+    fs.sync_data(&file)?;
     drop(file);
-    fs::rename(&tmp, dir.join(META_FILE))?;
-    sync_dir(dir)
+    std::fs::rename(&tmp, dir.join(META_FILE))?;
+    fs.sync_dir(dir)
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! - One process owns a log directory (`Log::open` takes a lock on `<dir>/lock` and refuses a
 //!   directory another process holds); a single writer thread owns the active segment. Nothing
 //!   else writes to segment files.
+//! - No record is acknowledged or visible unless every `fdatasync` that may cover it
+//!   succeeded (see "Disk faults").
 //! - Offsets are consecutive: the first record is `1`, every accepted record gets the previous
 //!   offset plus one, and an offset is never reused (a rejected append consumes no offset).
 //! - A record is visible to readers ([`Log::head`], [`Log::read`], [`Log::watch_head`]) only once
@@ -45,8 +47,9 @@
 //!
 //! Because offsets are consecutive and a segment is named by its first offset, the segment that
 //! holds offset `o` is the one with the greatest base `<= o`, and a sealed segment's last offset
-//! is the next segment's base minus one: no index file is needed, and opening the log never
-//! reads a sealed segment. Within a segment a reader scans frames from the start (or from a
+//! is the next segment's base minus one: no index file is needed, and opening the log reads no
+//! sealed segment to find the head (only, for idempotency keys, those of the dedupe window;
+//! see "Recovery"). Within a segment a reader scans frames from the start (or from a
 //! position hint the writer and earlier reads leave every ~1 MiB), checking every frame's length
 //! and offset, and the CRC of every frame it returns.
 //!
@@ -76,10 +79,27 @@
 //! segment (header + `fdatasync`), `fsync`s the directory, and only then points the syncers at
 //! the new file, so every byte of a sealed segment is durable before anything after it is.
 //!
-//! A failed `write(2)` is rolled back (`ftruncate` to the previous length) and the batch answered
-//! with [`AppendError::Io`]; if the rollback or an `fdatasync` fails, the log stops accepting
-//! appends (every later append gets `Io`): after a failed `fdatasync` the kernel may have dropped
-//! the dirty pages, and pretending otherwise would lose data silently.
+//! # Disk faults
+//!
+//! Every file operation goes through a [`Filesystem`] (`io.rs`), so tests make any of them
+//! answer `EIO` or `ENOSPC`. What the log does:
+//!
+//! - **A failed `fdatasync`** (by a syncer, or by the writer sealing a segment or closing)
+//!   stops the log for good: after a failed write-back the kernel may have dropped the pages,
+//!   and Linux reports the error only once per file, to whichever concurrent `fdatasync`
+//!   checks first. So a successful sync counts only once every sync that overlapped it has
+//!   returned successfully too (`syncer.rs` explains the tickets); after a failure no record is
+//!   acknowledged or made visible, every waiting append gets [`AppendError::Failed`], and so
+//!   does every later one. [`Log::failure`] says why (reflektor's `/readyz` turns 503).
+//! - **A failed `write(2)`** (a full disk) is taken back (`ftruncate` to the previous length)
+//!   and the batch answered with [`AppendError::Unavailable`]: no offset was used, and the next
+//!   append tries again. If taking it back fails too, the log stops as above.
+//! - **A segment that cannot be created** when sealing (a full disk): the sealed segment is
+//!   synced, the half-made file deleted (or, if even that fails, replaced by the next attempt)
+//!   and the batch answered with [`AppendError::Unavailable`]. Every later batch tries again,
+//!   so appends succeed as soon as the disk has room; nothing needs a restart.
+//!
+//! A failed read of a segment is a [`ReadError::Io`]; the reader retries.
 //!
 //! # Quota
 //!
@@ -109,8 +129,15 @@
 //! data mode, the default) the file's size never runs ahead of its data, so that loss shows up
 //! as a shorter file or a torn tail, not as a hole in the middle.
 //!
-//! The idempotency keys of the records in the active segment come back in
-//! [`Opened::recent_keys`] so intake can rebuild its dedupe window.
+//! A directory that holds `meta` but no segment (they were removed, or only `meta` was
+//! restored) is a new log: it gets a new epoch, so no offset is handed out twice under one
+//! epoch and every host starts over from the new log.
+//!
+//! The idempotency keys of the records accepted within `keys_window` come back in
+//! [`Opened::recent_keys`] so intake can rebuild its whole dedupe window: those of the active
+//! segment from the scan above, and those of the sealed segments last written within the
+//! window, read newest first until `keys_max_bytes` of keys are found. This is the only time
+//! opening reads sealed segments (at most a window's worth of them).
 //!
 //! # Reading
 //!
@@ -131,6 +158,9 @@ mod cache;
 mod config;
 mod error;
 mod handle;
+mod io;
+#[cfg(test)]
+pub(crate) use io::faulty;
 mod meta;
 mod reader;
 mod recovery;
@@ -145,3 +175,4 @@ mod tests;
 pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
 pub use error::{AppendError, LogError, ReadError};
 pub use handle::{Log, LogStats, Opened};
+pub use io::{Filesystem, StdFilesystem};

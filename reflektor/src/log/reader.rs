@@ -84,7 +84,7 @@ pub(super) fn read(
         if want.cur < state.oldest().0 {
             return want.trimmed(state);
         }
-        let file = match File::open(&path) {
+        let file = match state.cfg.fs.open_read(&path) {
             Ok(file) => file,
             // Retention deleted it since we looked.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -10,7 +10,6 @@ use tracing::info;
 
 use super::LogError;
 use super::handle::{State, read_lock, write_lock};
-use super::segment::sync_dir;
 
 /// See [`Log::retain`](super::Log::retain).
 pub(super) fn retain(
@@ -58,7 +57,7 @@ pub(super) fn retain(
             .total_bytes
             .fetch_sub(removed.bytes, Ordering::Relaxed);
         state.drop_hints_below(next_base);
-        match fs::remove_file(&removed.path) {
+        match state.cfg.fs.remove_file(&removed.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
@@ -67,7 +66,7 @@ pub(super) fn retain(
         deleted += 1;
     }
     if deleted > 0 {
-        sync_dir(&state.cfg.dir)?;
+        state.cfg.fs.sync_dir(&state.cfg.dir)?;
     }
     Ok(deleted)
 }

@@ -1,13 +1,16 @@
 //! Segment files: naming, header, and frames.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, BytesMut};
 use shared::{Epoch, Record};
+use tracing::warn;
+
+use super::io::Filesystem;
 
 const SEGMENT_MAGIC: [u8; 4] = *b"RFKS";
 const SEGMENT_VERSION: u32 = 1;
@@ -91,30 +94,35 @@ pub(super) fn check_header(header: &[u8], epoch: Epoch, base: u64) -> Result<(),
 }
 
 /// Create a new segment: header, `fdatasync`, then `fsync` the directory so the name survives.
-/// The file is opened for appending (and reading, for recovery and rollback).
-pub(super) fn create(dir: &Path, epoch: Epoch, base: u64) -> io::Result<(File, PathBuf)> {
+/// The file is opened for appending (and reading, for recovery and rollback). When any step
+/// after the creation fails, the file is deleted again (best effort), so a failed attempt
+/// leaves nothing a later one trips over.
+pub(super) fn create(
+    fs: &dyn Filesystem,
+    dir: &Path,
+    epoch: Epoch,
+    base: u64,
+) -> io::Result<(File, PathBuf)> {
     let path = dir.join(file_name(base));
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(at(&path))?;
-    file.write_all(&encode_header(epoch, base))
-        .and_then(|()| file.sync_data())
-        .map_err(at(&path))?;
-    sync_dir(dir).map_err(at(dir))?;
+    let file = fs.create_new(&path).map_err(at(&path))?;
+    let ready = fs
+        .write_all(&file, &encode_header(epoch, base))
+        .and_then(|()| fs.sync_data(&file))
+        .map_err(at(&path))
+        .and_then(|()| fs.sync_dir(dir).map_err(at(dir)));
+    if let Err(e) = ready {
+        drop(file);
+        if let Err(removing) = fs.remove_file(&path) {
+            warn!(segment = %path.display(), error = %removing, "cannot delete a segment whose creation failed");
+        }
+        return Err(e);
+    }
     Ok((file, path))
 }
 
 /// Name the file an I/O error happened on, for the operator.
 pub(super) fn at(path: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-}
-
-/// Make renames, creations and deletions in `dir` durable.
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Append one frame for `record` to `out`; returns where the record bytes sit in `out`.

@@ -3,14 +3,30 @@
 //!
 //! The writer reports each written batch here: the newest offset written, and under `always`
 //! the appends waiting for durability. A syncer that finds written data no started sync covers
-//! takes that mark, `fdatasync`s the active segment, then publishes the mark as the head and
-//! answers every waiting append up to it. Under `always` several syncers run, so a new sync
-//! starts as soon as a batch is written even while an earlier one is still in flight: each
-//! `fdatasync` covers everything written before it started, and concurrent ones overlap in the
-//! device (measured here: 1 thread ~500 syncs/s, 4 threads ~4000/s on the same file). Under
-//! `interval` one syncer starts a sync at most every `fsync_interval`.
+//! takes that mark, `fdatasync`s the active segment, and reports the result. Under `always`
+//! several syncers run, so a new sync starts as soon as a batch is written even while an
+//! earlier one is still in flight: each `fdatasync` covers everything written before it
+//! started, and concurrent ones overlap in the device (measured here: 1 thread ~500 syncs/s,
+//! 4 threads ~4000/s on the same file). Under `interval` one syncer starts a sync at most every
+//! `fsync_interval`. The writer's own syncs (sealing a segment, closing) take part the same way.
+//!
+//! # When a successful sync counts
+//!
+//! Linux reports a failed write-back once per open file, to whichever `fdatasync` checks
+//! first. When two syncs of the same file overlap, the one that covered the lost page may
+//! return success while the other gets the error. So a successful sync is *final* only once
+//! every sync that was in flight when it returned has returned too, all of them successfully.
+//! Each sync takes a ticket when it starts; a success is recorded with the last ticket handed
+//! out when it returned, and becomes final when no sync with a ticket at or below that one is
+//! still in flight. Only then is the head published and are the appends up to its mark
+//! answered. A sync that started after it returned cannot hold the error of a page it covered:
+//! that error would have been reported to it, or to a sync that overlapped it.
+//!
+//! Any failed sync stops the log for good (see [`State::fail`]): every append still waiting is
+//! answered with [`AppendError::Failed`], and no record is acknowledged or made visible after
+//! it, in any syncer.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -29,7 +45,7 @@ const MAX_WAITING_BATCHES: usize = 1024;
 
 pub(super) type Reply = oneshot::Sender<Result<Offset, AppendError>>;
 
-/// A written batch's appends, answered once a sync covers `upto`.
+/// A written batch's appends, answered once a final sync covers `upto`.
 struct Waiting {
     upto: u64,
     replies: Vec<(Reply, Offset)>,
@@ -51,6 +67,20 @@ struct Pending {
     /// Newest offset a started sync covers.
     started: u64,
     closed: bool,
+    /// The last ticket handed to a sync.
+    last_ticket: u64,
+    /// Tickets of the syncs started whose result is not recorded yet.
+    in_flight: BTreeSet<u64>,
+    /// Successful syncs not final yet: (last ticket handed out when it returned, its mark).
+    succeeded: Vec<(u64, u64)>,
+    /// Newest mark a final sync covered: the head published.
+    synced: u64,
+}
+
+/// A sync in flight: hand it back to [`SyncQueue::end`] with the result.
+pub(super) struct Ticket {
+    ticket: u64,
+    mark: u64,
 }
 
 impl SyncQueue {
@@ -81,6 +111,84 @@ impl SyncQueue {
         self.work.notify_all();
         self.space.notify_all();
     }
+
+    /// The writer is about to sync a file that holds everything written so far (sealing a
+    /// segment, closing): take a ticket covering it, so syncers need not sync it again.
+    pub(super) fn begin(&self) -> Ticket {
+        let mut pending = self.guard();
+        let mark = pending.written;
+        pending.started = pending.started.max(mark);
+        take_ticket(&mut pending, mark)
+    }
+
+    /// Record how the sync of `ticket` ended; publish and answer what became final.
+    pub(super) fn end(&self, state: &State, ticket: Ticket, result: io::Result<()>) {
+        let mut answers = Vec::new();
+        let mut publish = None;
+        let failure = {
+            let mut pending = self.guard();
+            pending.in_flight.remove(&ticket.ticket);
+            match result {
+                Ok(()) => {
+                    let returned_at = pending.last_ticket;
+                    pending.succeeded.push((returned_at, ticket.mark));
+                }
+                Err(e) => state.fail(format!("fdatasync of a log segment failed: {e}")),
+            }
+            let failure = state.failure();
+            if failure.is_some() {
+                pending.succeeded.clear();
+                answers.extend(pending.waiting.drain(..).flat_map(|w| w.replies));
+            } else {
+                let oldest_running = pending.in_flight.first().copied().unwrap_or(u64::MAX);
+                let mut last_final = None;
+                pending.succeeded.retain(|&(returned_at, mark)| {
+                    let is_final = returned_at < oldest_running;
+                    if is_final {
+                        last_final = last_final.max(Some(mark));
+                    }
+                    !is_final
+                });
+                if let Some(mark) = last_final.filter(|m| *m > pending.synced) {
+                    pending.synced = mark;
+                    publish = Some(mark);
+                    while pending.waiting.front().is_some_and(|w| w.upto <= mark) {
+                        answers.extend(
+                            pending
+                                .waiting
+                                .pop_front()
+                                .into_iter()
+                                .flat_map(|w| w.replies),
+                        );
+                    }
+                }
+            }
+            failure
+        };
+        self.space.notify_all();
+        match failure {
+            Some(why) => {
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(AppendError::Failed(why.clone())));
+                }
+            }
+            None => {
+                if let Some(mark) = publish {
+                    state.publish_head(mark);
+                }
+                for (reply, offset) in answers {
+                    let _ = reply.send(Ok(offset));
+                }
+            }
+        }
+    }
+}
+
+fn take_ticket(pending: &mut Pending, mark: u64) -> Ticket {
+    pending.last_ticket += 1;
+    let ticket = pending.last_ticket;
+    pending.in_flight.insert(ticket);
+    Ticket { ticket, mark }
 }
 
 /// The running syncers.
@@ -108,6 +216,10 @@ pub(super) fn spawn(state: &Arc<State>, written: u64) -> io::Result<Syncers> {
             written,
             started: written,
             closed: false,
+            last_ticket: 0,
+            in_flight: BTreeSet::new(),
+            succeeded: Vec::new(),
+            synced: written,
         }),
         work: Condvar::new(),
         space: Condvar::new(),
@@ -146,14 +258,18 @@ struct Syncer {
 impl Syncer {
     fn run(self) {
         let mut last_start: Option<Instant> = None;
-        while let Some(mark) = self.next_mark(last_start) {
+        while let Some(ticket) = self.next_sync(last_start) {
             last_start = Some(Instant::now());
-            self.sync(mark);
+            // The active segment holds everything up to the mark, or the writer synced the
+            // sealed segment that does before making the new one active.
+            let file = lock(&self.state.active).clone();
+            let result = self.state.cfg.fs.sync_data(&file);
+            self.queue.end(&self.state, ticket, result);
         }
     }
 
     /// Wait for written data no started sync covers, claim it; `None` once closed and done.
-    fn next_mark(&self, last_start: Option<Instant>) -> Option<u64> {
+    fn next_sync(&self, last_start: Option<Instant>) -> Option<Ticket> {
         let mut pending = self.queue.guard();
         loop {
             if pending.written > pending.started {
@@ -171,8 +287,9 @@ impl Syncer {
                     }
                     _ => {}
                 }
-                pending.started = pending.written;
-                return Some(pending.written);
+                let mark = pending.written;
+                pending.started = mark;
+                return Some(take_ticket(&mut pending, mark));
             }
             if pending.closed {
                 return None;
@@ -182,39 +299,6 @@ impl Syncer {
                 .work
                 .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    /// `fdatasync` the active segment: it holds everything up to `mark`, or the writer synced
-    /// the sealed segment that does before making the new one active.
-    fn sync(&self, mark: u64) {
-        let file = lock(&self.state.active).clone();
-        let result = file.sync_data();
-        let done: Vec<Waiting> = {
-            let mut pending = self.queue.guard();
-            let mut done = Vec::new();
-            while pending.waiting.front().is_some_and(|w| w.upto <= mark) {
-                done.extend(pending.waiting.pop_front());
-            }
-            done
-        };
-        self.queue.space.notify_one();
-        if let Err(e) = result {
-            self.state
-                .fail(format!("fdatasync of the active segment failed: {e}"));
-        }
-        match self.state.failure() {
-            None => {
-                self.state.publish_head(mark);
-                for (reply, offset) in done.into_iter().flat_map(|w| w.replies) {
-                    let _ = reply.send(Ok(offset));
-                }
-            }
-            Some(why) => {
-                for (reply, _) in done.into_iter().flat_map(|w| w.replies) {
-                    let _ = reply.send(Err(AppendError::Io(why.clone())));
-                }
-            }
         }
     }
 }

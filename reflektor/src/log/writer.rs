@@ -2,7 +2,7 @@
 //! the syncers. See the module docs for the protocol per fsync policy.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -10,7 +10,7 @@ use std::thread::{self, JoinHandle};
 
 use bytes::BytesMut;
 use shared::{Offset, Record};
-use tracing::error;
+use tracing::{debug, error, info};
 
 use super::handle::{State, lock, write_lock};
 use super::recovery::HINT_EVERY;
@@ -69,6 +69,7 @@ pub(super) fn spawn(
         state,
         append_rx,
         sync,
+        refusing: false,
     };
     let handle = thread::Builder::new()
         .name("log-writer".into())
@@ -98,6 +99,9 @@ struct Writer {
     next: u64,
     /// File position of the last reader hint left in this segment.
     last_hint: u64,
+    /// The last write or attempt to start a segment failed and was taken back (logged once,
+    /// until a write succeeds).
+    refusing: bool,
 }
 
 impl Writer {
@@ -133,7 +137,7 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Pending>) {
         if let Some(why) = self.state.failure() {
             for p in batch {
-                let _ = p.reply.send(Err(AppendError::Io(why.clone())));
+                let _ = p.reply.send(Err(AppendError::Failed(why.clone())));
             }
             return;
         }
@@ -141,10 +145,12 @@ impl Writer {
             && self.len > HEADER_LEN
             && let Err(e) = self.roll()
         {
-            let why = format!("sealing segment {}: {e}", self.base);
-            self.state.fail(why.clone());
+            let error = match e {
+                RollError::Sync(why) => AppendError::Failed(why),
+                RollError::Create(why) => AppendError::Unavailable(why),
+            };
             for p in batch {
-                let _ = p.reply.send(Err(AppendError::Io(why.clone())));
+                let _ = p.reply.send(Err(error.clone()));
             }
             return;
         }
@@ -175,20 +181,31 @@ impl Writer {
             return;
         }
 
-        if let Err(e) = (&*self.file).write_all(&buf) {
-            let mut why = format!("writing segment {}: {e}", self.base);
-            error!(error = %why, "log write failed");
+        let fs = &self.state.cfg.fs;
+        if let Err(e) = fs.write_all(&self.file, &buf) {
+            let why = format!("writing segment {}: {e}", self.base);
             // Take back whatever part of the batch made it, so offsets stay consecutive.
-            if let Err(e) = self.file.set_len(self.len) {
-                why = format!("{why}; rolling back failed: {e}");
-                self.state.fail(why.clone());
-            }
+            let error = match fs.set_len(&self.file, self.len) {
+                Ok(()) => {
+                    self.refusing(&why, "a log write failed and was taken back");
+                    AppendError::Unavailable(why)
+                }
+                Err(e) => {
+                    let why = format!("{why}; taking it back failed: {e}");
+                    self.state.fail(why.clone());
+                    AppendError::Failed(why)
+                }
+            };
             for (_, reply) in accepted {
-                let _ = reply.send(Err(AppendError::Io(why.clone())));
+                let _ = reply.send(Err(error.clone()));
             }
             return;
         }
 
+        if self.refusing {
+            info!("the log takes writes again");
+            self.refusing = false;
+        }
         let first = self.next;
         self.next += accepted.len() as u64;
         self.len += buf.len() as u64;
@@ -205,6 +222,15 @@ impl Writer {
         }
 
         let offsets = (first..).map(Offset);
+        if self.state.cfg.fsync != FsyncPolicy::Always
+            && let Some(why) = self.state.failure()
+        {
+            // A sync failed while this batch was written: acknowledge nothing after it.
+            for (_, reply) in accepted {
+                let _ = reply.send(Err(AppendError::Failed(why.clone())));
+            }
+            return;
+        }
         match self.state.cfg.fsync {
             FsyncPolicy::Never => {
                 self.state.publish_head(upto);
@@ -233,10 +259,71 @@ impl Writer {
         }
     }
 
+    /// A write or a new segment failed and was taken back: appends are refused until one
+    /// succeeds. Logged once (ERROR: the operator has to make room), not per batch.
+    fn refusing(&mut self, why: &str, what: &str) {
+        if self.refusing {
+            debug!(error = %why, "{what}");
+        } else {
+            error!(error = %why, "{what}; appends are refused (503) until the disk takes writes again");
+            self.refusing = true;
+        }
+    }
+
+    /// `fdatasync` the active segment on the writer thread (sealing, closing), taking part in
+    /// the syncers' protocol so a failure stops every acknowledgement it may cover.
+    fn sync_active(&self) -> io::Result<()> {
+        let fs = &self.state.cfg.fs;
+        match &self.sync {
+            Some(sync) => {
+                let ticket = sync.begin();
+                let result = fs.sync_data(&self.file);
+                let copy = result
+                    .as_ref()
+                    .copied()
+                    .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+                sync.end(&self.state, ticket, result);
+                copy
+            }
+            None => {
+                let result = fs.sync_data(&self.file);
+                if let Err(e) = &result {
+                    self.state
+                        .fail(format!("fdatasync of segment {} failed: {e}", self.base));
+                }
+                result
+            }
+        }
+    }
+
     /// Seal the active segment and start the next one at `self.next`.
-    fn roll(&mut self) -> io::Result<()> {
-        self.file.sync_data()?;
-        let (file, path) = segment::create(&self.state.cfg.dir, self.state.epoch, self.next)?;
+    ///
+    /// A failed `fdatasync` of the sealed segment stops the log ([`RollError::Sync`]). A
+    /// failure to create the next segment (the disk is full) leaves the log as it was, with no
+    /// half-made file behind: the next batch tries again ([`RollError::Create`]).
+    fn roll(&mut self) -> Result<(), RollError> {
+        self.sync_active()
+            .map_err(|e| RollError::Sync(format!("sealing segment {}: {e}", self.base)))?;
+        let dir = &self.state.cfg.dir;
+        let fs = self.state.cfg.fs.as_ref();
+        let created = match segment::create(fs, dir, self.state.epoch, self.next) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Nothing lives beyond the active segment but what an earlier failed roll
+                // could not delete.
+                let stale = dir.join(segment::file_name(self.next));
+                fs.remove_file(&stale)
+                    .and_then(|()| segment::create(fs, dir, self.state.epoch, self.next))
+            }
+            other => other,
+        };
+        let (file, path) = match created {
+            Ok(created) => created,
+            Err(e) => {
+                let why = format!("creating segment {}: {e}", self.next);
+                self.refusing(&why, "cannot start a new log segment");
+                return Err(RollError::Create(why));
+            }
+        };
         let file = Arc::new(file);
         {
             let mut segments = write_lock(&self.state.segments);
@@ -278,10 +365,21 @@ impl Writer {
         if let Some(sync) = &self.sync {
             sync.close();
         }
-        let synced = self.file.sync_data();
-        if synced.is_ok() {
+        if let Some(why) = self.state.failure() {
+            return Err(io::Error::other(why));
+        }
+        let synced = self.sync_active();
+        if synced.is_ok() && self.sync.is_none() {
             self.state.publish_head(self.next - 1);
         }
         synced
     }
+}
+
+/// Why a segment could not be sealed and the next one started.
+enum RollError {
+    /// The sealed segment's `fdatasync` failed: the log has stopped.
+    Sync(String),
+    /// The next segment could not be created; nothing changed.
+    Create(String),
 }

@@ -15,6 +15,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     if state.shutdown.is_cancelled() {
         return AppError::ShuttingDown.into_response();
     }
+    if let Some(why) = state.log.failure() {
+        return AppError::LogFailed(why).into_response();
+    }
     (StatusCode::OK, "ready\n").into_response()
 }
 

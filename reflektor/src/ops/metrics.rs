@@ -18,6 +18,8 @@ pub const LOG_SEGMENTS: &str = "reflektor_log_segments";
 pub const LOG_HEAD: &str = "reflektor_log_head";
 /// Oldest retained offset.
 pub const LOG_OLDEST: &str = "reflektor_log_oldest";
+/// 1 once the log has stopped accepting appends (a failed fdatasync); see `/readyz`.
+pub const LOG_FAILED: &str = "reflektor_log_failed";
 /// Idempotency keys in the dedupe window.
 pub const DEDUPE_KEYS: &str = "reflektor_dedupe_keys";
 /// Next offset to send, by `host`.
@@ -68,7 +70,8 @@ pub(crate) fn dead_letter_dropped() {
     counter!(DEAD_LETTERS_DROPPED).increment(1);
 }
 
-pub(crate) fn log_stats(stats: &crate::log::LogStats, dedupe_keys: usize) {
+pub(crate) fn log_stats(stats: &crate::log::LogStats, failed: bool, dedupe_keys: usize) {
+    gauge!(LOG_FAILED).set(if failed { 1.0 } else { 0.0 });
     gauge!(LOG_BYTES).set(stats.bytes as f64);
     gauge!(LOG_SEGMENTS).set(stats.segments as f64);
     gauge!(LOG_HEAD).set(stats.head.0 as f64);
