@@ -15,9 +15,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, Sse, SseClient, WsClient, WsEvent, payload, seqs, wait_for};
+use common::{Server, Sse, SseClient, WAIT, WsClient, WsEvent, payload, seqs};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tests::wait_for;
 use tokio_tungstenite::tungstenite;
 
 #[tokio::test]
@@ -81,11 +82,12 @@ async fn resuming_a_websocket_while_events_are_published_has_no_gap_and_no_dupli
     let mut clients = Vec::new();
     let mut heads = Vec::new();
     for i in 1..=4u64 {
-        wait_for("the publisher to progress", || async {
+        wait_for("the publisher to progress", WAIT, async || {
             let (_, info) = server.get_json(&format!("/rooms/{room}")).await;
             (info["messages"].as_u64() >= Some(50 + 40 * i)).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         let mut ws =
             WsClient::connect(&server.ws_url(&format!("/rooms/{room}/ws?after={cursor}"))).await;
         let hello = ws.frame().await;
@@ -203,11 +205,12 @@ async fn a_stalled_websocket_is_closed_as_lagging_while_another_client_receives_
     let mut stalled = WsClient::connect_small_window(server.addr, &url).await;
     let mut healthy = WsClient::connect(&url).await;
     assert_eq!(healthy.frame().await["type"], "hello");
-    wait_for("two subscribers", || async {
+    wait_for("two subscribers", WAIT, async || {
         let (_, info) = server.get_json(&format!("/rooms/{room}")).await;
         (info["subscribers"] == 2).then_some(())
     })
-    .await;
+    .await
+    .unwrap();
 
     // The healthy client reads everything as it comes.
     let (last_tx, mut last_rx) = tokio::sync::watch::channel(u64::MAX);
@@ -245,10 +248,7 @@ async fn a_stalled_websocket_is_closed_as_lagging_while_another_client_receives_
     );
     let history = server.history_seqs(room).await;
     last_tx.send(*history.last().unwrap()).unwrap();
-    let got = tokio::time::timeout(common::WAIT, reader)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
     assert_eq!(got, history, "the healthy client missed or repeated events");
 
     // The stalled client now reads: an in-order prefix of the room, then close 4008.
@@ -379,13 +379,14 @@ async fn connections_beyond_max_connections_get_503() {
     assert!(matches!(a.next().await, WsEvent::Close(..)));
     drop(a);
     let url = server.ws_url("/rooms/m/ws");
-    let mut c = wait_for("a free slot", || async {
+    let mut c = wait_for("a free slot", WAIT, async || {
         tokio_tungstenite::connect_async(&url)
             .await
             .ok()
             .map(|(ws, _)| ws)
     })
-    .await;
+    .await
+    .unwrap();
     let hello = c.next().await.unwrap().unwrap();
     assert!(hello.to_text().unwrap().contains("hello"));
 }
@@ -435,24 +436,21 @@ async fn a_close_started_by_the_client_is_answered_and_the_connection_ends_clean
         .await
         .unwrap();
     // The server's answer arrives, then the stream ends without an error.
-    let answer = tokio::time::timeout(common::WAIT, ws.ws.next())
-        .await
-        .unwrap();
+    let answer = tokio::time::timeout(WAIT, ws.ws.next()).await.unwrap();
     match answer {
         Some(Ok(tungstenite::Message::Close(Some(frame)))) => {
             assert_eq!(u16::from(frame.code), 1000);
         }
         other => panic!("expected the close answer, got {other:?}"),
     }
-    let end = tokio::time::timeout(common::WAIT, ws.ws.next())
-        .await
-        .unwrap();
+    let end = tokio::time::timeout(WAIT, ws.ws.next()).await.unwrap();
     assert!(end.is_none(), "{end:?}");
-    wait_for("the subscriber to leave", || async {
+    wait_for("the subscriber to leave", WAIT, async || {
         let (_, info) = server.get_json("/rooms/c").await;
         (info["subscribers"] == 0).then_some(())
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -493,11 +491,12 @@ async fn a_websocket_peer_that_never_answers_pings_is_closed() {
     let mut ws = WsClient::connect(&server.ws_url("/rooms/i/ws")).await;
     assert_eq!(ws.frame().await["type"], "hello");
     // Not reading means tungstenite never answers the pings.
-    wait_for("the idle subscriber to be reaped", || async {
+    wait_for("the idle subscriber to be reaped", WAIT, async || {
         let (_, info) = server.get_json("/rooms/i").await;
         (info["subscribers"] == 0).then_some(())
     })
-    .await;
+    .await
+    .unwrap();
     // The server closed with 1001 "idle timeout"; a client that reads that late may first
     // fail to answer the pings it finds (the server is gone), so any end will do.
     loop {
@@ -519,11 +518,12 @@ async fn a_stalled_sse_client_gets_a_final_lagging_event_and_the_stream_ends() {
     let mut stream = socket.connect(server.addr).await.unwrap();
     let request = format!("GET /rooms/{room}/sse HTTP/1.1\r\nHost: ekg\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    wait_for("the subscriber", || async {
+    wait_for("the subscriber", WAIT, async || {
         let (_, info) = server.get_json(&format!("/rooms/{room}")).await;
         (info["subscribers"] == 1).then_some(())
     })
-    .await;
+    .await
+    .unwrap();
 
     let mut posted = 0;
     let mut dropped = false;
@@ -542,7 +542,7 @@ async fn a_stalled_sse_client_gets_a_final_lagging_event_and_the_stream_ends() {
 
     // Read the raw (chunked) response to its end: the last event is `lagging`.
     let mut raw = Vec::new();
-    tokio::time::timeout(common::WAIT, async {
+    tokio::time::timeout(WAIT, async {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = stream.read(&mut buf).await.unwrap();
@@ -575,11 +575,12 @@ async fn an_sse_client_that_goes_away_ends_its_stream_on_the_server() {
     // Keepalive comments arrive while the room is quiet.
     assert_eq!(sse.next().await, Sse::Comment("ping".into()));
     drop(sse);
-    wait_for("the subscriber to leave", || async {
+    wait_for("the subscriber to leave", WAIT, async || {
         let (_, info) = server.get_json("/rooms/gone").await;
         (info["subscribers"] == 0).then_some(())
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -612,11 +613,12 @@ async fn idle_streams_cost_little_memory_on_the_server() {
     for (path, ws) in [("/rooms/mem/ws", true), ("/rooms/mem/sse", false)] {
         // Warm up allocator and runtime, then let those connections go.
         drop(common::open_bare(&server, path, ws, 200).await);
-        wait_for("warm-up streams to end", || async {
+        wait_for("warm-up streams to end", WAIT, async || {
             let (_, info) = server.get_json("/rooms/mem").await;
             (info["subscribers"] == 0).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
         let before = common::rss_bytes();
         let streams = common::open_bare(&server, path, ws, N).await;
         let after = common::rss_bytes();
@@ -631,10 +633,11 @@ async fn idle_streams_cost_little_memory_on_the_server() {
             assert!(per < 5 * 1024, "an idle websocket costs {per} bytes");
         }
         drop(streams);
-        wait_for("streams to end", || async {
+        wait_for("streams to end", WAIT, async || {
             let (_, info) = server.get_json("/rooms/mem").await;
             (info["subscribers"] == 0).then_some(())
         })
-        .await;
+        .await
+        .unwrap();
     }
 }

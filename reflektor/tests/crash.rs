@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{RecordingHost, Reflektor, strictly_increasing, wait_for};
+use common::{RecordingHost, start_reflektor, strictly_increasing};
+use tests::{Service, Signal, wait_for};
 
 struct Phase {
     acked: Vec<u64>,
@@ -23,13 +24,14 @@ struct Phase {
 }
 
 /// `clients` tasks post until `budget` posts have been attempted in total, or the server goes
-/// away. When `kill_after` acknowledgements have been seen, reflektor is SIGKILLed.
+/// away. When `kill_after` acknowledgements have been seen, reflektor gets the signal.
 async fn post_stream(
-    url: &str,
+    r: &Service,
     clients: usize,
     budget: Arc<AtomicUsize>,
-    kill_after: Option<(usize, u32, &'static str)>,
+    kill_after: Option<(usize, Signal)>,
 ) -> Phase {
+    let url = r.url();
     let started = Instant::now();
     let acked_count = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::builder()
@@ -78,34 +80,33 @@ async fn post_stream(
             (acked, lat)
         }));
     }
-    let killer = kill_after.map(|(after, pid, signal)| {
-        let acked_count = acked_count.clone();
-        tokio::spawn(async move {
-            wait_for(Duration::from_secs(120), "enough acknowledgements", || {
-                acked_count.load(Ordering::SeqCst) >= after
-            })
-            .await;
-            let st = std::process::Command::new("kill")
-                .args([signal, &pid.to_string()])
-                .status()
-                .unwrap();
-            assert!(st.success());
-        })
-    });
-    let mut phase = Phase {
-        acked: Vec::new(),
-        latencies_us: Vec::new(),
-        took: Duration::ZERO,
+    let killer = async {
+        if let Some((after, signal)) = kill_after {
+            wait_for(
+                "enough acknowledgements",
+                Duration::from_secs(120),
+                async || acked_count.load(Ordering::SeqCst) >= after,
+            )
+            .await
+            .unwrap();
+            r.signal(signal).unwrap();
+        }
     };
-    for t in tasks {
-        let (acked, lat) = t.await.unwrap();
-        assert!(strictly_increasing(&acked), "one client's ids increase");
-        phase.acked.extend(acked);
-        phase.latencies_us.extend(lat);
-    }
-    if let Some(k) = killer {
-        k.await.unwrap();
-    }
+    let posts = async {
+        let mut phase = Phase {
+            acked: Vec::new(),
+            latencies_us: Vec::new(),
+            took: Duration::ZERO,
+        };
+        for t in tasks {
+            let (acked, lat) = t.await.unwrap();
+            assert!(strictly_increasing(&acked), "one client's ids increase");
+            phase.acked.extend(acked);
+            phase.latencies_us.extend(lat);
+        }
+        phase
+    };
+    let ((), mut phase) = tokio::join!(killer, posts);
     phase.took = started.elapsed();
     phase
 }
@@ -118,33 +119,25 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
 }
 
 async fn crash_run(total: usize, clients: usize, extra: &[&str]) {
-    crash_run_with(total, clients, extra, "-KILL").await;
+    crash_run_with(total, clients, extra, Signal::Kill).await;
 }
 
-async fn crash_run_with(total: usize, clients: usize, extra: &[&str], signal: &'static str) {
+async fn crash_run_with(total: usize, clients: usize, extra: &[&str], signal: Signal) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("r");
     let host = RecordingHost::start().await;
     let mut args = vec!["--host", host.url.as_str()];
     args.extend_from_slice(extra);
-    let mut r = Reflektor::start(&data, &args);
+    let mut r = start_reflektor(&data, &args).await;
     let budget = Arc::new(AtomicUsize::new(total));
-    let first = post_stream(
-        &r.url,
-        clients,
-        budget.clone(),
-        Some((total / 2, r.pid(), signal)),
-    )
-    .await;
-    if signal == "-TERM" {
-        let status = r.wait_exit(Duration::from_secs(12));
+    let first = post_stream(&r, clients, budget.clone(), Some((total / 2, signal))).await;
+    let status = r.wait_exit(Duration::from_secs(12)).await.unwrap();
+    if signal == Signal::Term {
         assert!(status.success(), "SIGTERM exit status {status:?}");
-    } else {
-        r.kill();
     }
     let delivered_before_restart = host.offsets().len();
-    let r = Reflektor::start(&data, &args);
-    let second = post_stream(&r.url, clients, budget.clone(), None).await;
+    let r = start_reflektor(&data, &args).await;
+    let second = post_stream(&r, clients, budget.clone(), None).await;
     assert_eq!(
         budget.load(Ordering::SeqCst),
         0,
@@ -156,11 +149,12 @@ async fn crash_run_with(total: usize, clients: usize, extra: &[&str], signal: &'
     assert_eq!(unique.len(), acked.len(), "no id given twice");
     let t = Instant::now();
     wait_for(
-        Duration::from_secs(120),
         "every acknowledged id delivered",
-        || host.has_all(&acked),
+        Duration::from_secs(120),
+        async || host.has_all(&acked),
     )
-    .await;
+    .await
+    .unwrap();
     let catch_up = t.elapsed();
     let got = host.offsets();
     assert!(strictly_increasing(&got), "applied in increasing order");
@@ -203,7 +197,7 @@ async fn sigkill_with_fsync_always_loses_no_acknowledged_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_during_a_stream_exits_zero_and_loses_no_acknowledged_record() {
-    crash_run_with(1_000, 8, &["--fsync", "interval"], "-TERM").await;
+    crash_run_with(1_000, 8, &["--fsync", "interval"], Signal::Term).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

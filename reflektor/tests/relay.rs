@@ -9,10 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    Behaviour, RecordingHost, Reflektor, get_json, post_id, strictly_increasing, wait_for,
-};
+use common::{Behaviour, RecordingHost, get_json, post_id, start_reflektor, strictly_increasing};
 use serde_json::Value;
+use tests::wait_for;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -24,10 +23,11 @@ fn client() -> reqwest::Client {
 async fn records_reach_a_host_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let host = RecordingHost::start().await;
-    let r = Reflektor::start(
+    let r = start_reflektor(
         &dir.path().join("r"),
         &["--host", &host.url, "--secret", "s"],
-    );
+    )
+    .await;
     let mut tasks = Vec::new();
     for c in 0..4 {
         let url = r.endpoint("/rooms/a/messages?c=1");
@@ -46,7 +46,11 @@ async fn records_reach_a_host_in_order() {
         assert!(strictly_increasing(&mine), "one client's ids increase");
         ids.extend(mine);
     }
-    wait_for(WAIT, "all 200 records delivered", || host.has_all(&ids)).await;
+    wait_for("all 200 records delivered", WAIT, async || {
+        host.has_all(&ids)
+    })
+    .await
+    .unwrap();
     let got = host.offsets();
     assert!(strictly_increasing(&got), "host received in offset order");
     assert_eq!(got.len(), 200);
@@ -65,13 +69,15 @@ async fn a_backlog_goes_out_in_big_batches() {
         s.slow = Duration::from_millis(500);
         s.slow_requests = 1;
     });
-    let r = Reflektor::start(&dir.path().join("r"), &["--host", &host.url]);
+    let r = start_reflektor(&dir.path().join("r"), &["--host", &host.url]).await;
     let client = client();
     let mut ids = Vec::new();
     for i in 0..300 {
         ids.push(post_id(&client, &r.endpoint("/x"), format!("{i}")).await);
     }
-    wait_for(WAIT, "the backlog delivered", || host.has_all(&ids)).await;
+    wait_for("the backlog delivered", WAIT, async || host.has_all(&ids))
+        .await
+        .unwrap();
     let sizes = host.with(|s| s.batch_sizes.clone());
     assert!(
         sizes.iter().any(|n| *n >= 50),
@@ -85,26 +91,25 @@ async fn a_failing_host_gets_everything_once_it_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let host = RecordingHost::start().await;
     host.with(|s| s.behaviour = Some(Behaviour::FailWith(503)));
-    let r = Reflektor::start(&dir.path().join("r"), &["--host", &host.url]);
+    let r = start_reflektor(&dir.path().join("r"), &["--host", &host.url]).await;
     let client = client();
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(post_id(&client, &r.endpoint("/x"), format!("{i}")).await);
     }
-    wait_for(WAIT, "a few failed attempts", || {
+    wait_for("a few failed attempts", WAIT, async || {
         host.with(|s| s.requests >= 3)
     })
-    .await;
+    .await
+    .unwrap();
     // Under `--fsync interval` a record is visible to delivery (and counted in the lag) at
     // the next fsync, a few ms after its 202: wait for the lag to cover all 20.
-    let deadline = std::time::Instant::now() + WAIT;
-    let hosts = loop {
+    let hosts = wait_for("the lag to cover all 20", WAIT, async || {
         let hosts: Value = get_json(&client, r.endpoint("/_reflektor/hosts")).await;
-        if hosts["hosts"][0]["lag_records"] == 20 || std::time::Instant::now() > deadline {
-            break hosts;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (hosts["hosts"][0]["lag_records"] == 20).then_some(hosts)
+    })
+    .await
+    .unwrap();
     let h = &hosts["hosts"][0];
     assert_eq!(h["lag_records"], 20, "{hosts}");
     assert_eq!(h["healthy"], false, "{hosts}");
@@ -112,7 +117,9 @@ async fn a_failing_host_gets_everything_once_it_recovers() {
     assert!(h["retries"].as_u64().unwrap() >= 2, "{hosts}");
     assert!(host.offsets().is_empty());
     host.with(|s| s.behaviour = Some(Behaviour::Normal));
-    wait_for(WAIT, "delivery after recovery", || host.has_all(&ids)).await;
+    wait_for("delivery after recovery", WAIT, async || host.has_all(&ids))
+        .await
+        .unwrap();
     assert_eq!(host.offsets(), ids);
     let metrics = client
         .get(r.endpoint("/metrics"))
@@ -142,10 +149,11 @@ async fn a_refused_record_is_dead_lettered_alone_and_can_be_redriven() {
             s.slow_requests = 1;
         });
     }
-    let r = Reflektor::start(
+    let r = start_reflektor(
         &dir.path().join("r"),
         &["--host", &batch.url, "--replay-host", &replay.url],
-    );
+    )
+    .await;
     let client = client();
     let url = r.endpoint("/rooms/a/messages");
     let first = post_id(&client, &url, "first".into()).await;
@@ -153,7 +161,11 @@ async fn a_refused_record_is_dead_lettered_alone_and_can_be_redriven() {
     let bad = post_id(&client, &url, "poison".into()).await;
     let b = post_id(&client, &url, "b".into()).await;
     for h in [&batch, &replay] {
-        wait_for(WAIT, "good records delivered", || h.has_all(&[first, a, b])).await;
+        wait_for("good records delivered", WAIT, async || {
+            h.has_all(&[first, a, b])
+        })
+        .await
+        .unwrap();
         assert_eq!(h.offsets(), vec![first, a, b]);
     }
     let list: Value = get_json(&client, r.endpoint("/_reflektor/dead-letters")).await;
@@ -190,7 +202,7 @@ async fn a_refused_record_is_dead_lettered_alone_and_can_be_redriven() {
 async fn a_repeated_idempotency_key_is_recorded_once() {
     let dir = tempfile::tempdir().unwrap();
     let host = RecordingHost::start().await;
-    let r = Reflektor::start(&dir.path().join("r"), &["--replay-host", &host.url]);
+    let r = start_reflektor(&dir.path().join("r"), &["--replay-host", &host.url]).await;
     let client = client();
     let send = || {
         client
@@ -212,7 +224,11 @@ async fn a_repeated_idempotency_key_is_recorded_once() {
     let third = send().await.unwrap();
     assert_eq!(third.headers()["idempotency-replayed"], "true");
     let marker = post_id(&client, &r.endpoint("/after"), "x".into()).await;
-    wait_for(WAIT, "the marker delivered", || host.has_all(&[marker])).await;
+    wait_for("the marker delivered", WAIT, async || {
+        host.has_all(&[marker])
+    })
+    .await
+    .unwrap();
     host.with(|s| {
         assert_eq!(s.received.len(), 2);
         assert_eq!(s.received[0].idempotency_key.as_deref(), Some("order-7"));
@@ -223,10 +239,11 @@ async fn a_repeated_idempotency_key_is_recorded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_json_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let r = Reflektor::start(
+    let r = start_reflektor(
         &dir.path().join("r"),
         &["--token", "t0k", "--max-body", "16"],
-    );
+    )
+    .await;
     let client = client();
     let check = |resp: reqwest::Response, status: u16, code: &'static str| async move {
         assert_eq!(resp.status(), status);
@@ -272,7 +289,7 @@ async fn bad_requests_get_json_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_quota_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let r = Reflektor::start(&dir.path().join("r"), &["--max-disk-bytes", "4KiB"]);
+    let r = start_reflektor(&dir.path().join("r"), &["--max-disk-bytes", "4KiB"]).await;
     let client = client();
     let mut refused = None;
     for _ in 0..100 {
@@ -298,19 +315,22 @@ async fn a_full_disk_quota_answers_503_with_retry_after() {
 async fn a_host_that_lost_its_state_is_rewound_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let host = RecordingHost::start().await;
-    let r = Reflektor::start(&dir.path().join("r"), &["--host", &host.url]);
+    let r = start_reflektor(&dir.path().join("r"), &["--host", &host.url]).await;
     let client = client();
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(post_id(&client, &r.endpoint("/x"), format!("{i}")).await);
     }
-    wait_for(WAIT, "first records", || host.has_all(&ids)).await;
+    wait_for("first records", WAIT, async || host.has_all(&ids))
+        .await
+        .unwrap();
     host.lose_state();
     ids.push(post_id(&client, &r.endpoint("/x"), "after".into()).await);
-    wait_for(WAIT, "the rebuilt host has everything again", || {
+    wait_for("the rebuilt host has everything again", WAIT, async || {
         host.offsets().len() == 7
     })
-    .await;
+    .await
+    .unwrap();
     let got = host.offsets();
     assert_eq!(&got[..3], &ids[..3]);
     assert_eq!(&got[3..], &ids[..], "the whole log again, in order");
@@ -322,23 +342,27 @@ async fn sigterm_exits_zero_and_a_restart_resumes_at_the_saved_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("r");
     let host = RecordingHost::start().await;
-    let mut r = Reflektor::start(&data, &["--replay-host", &host.url]);
+    let mut r = start_reflektor(&data, &["--replay-host", &host.url]).await;
     let client = client();
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(post_id(&client, &r.endpoint("/x"), format!("{i}")).await);
     }
-    wait_for(WAIT, "first records", || host.has_all(&ids)).await;
-    let status = r.terminate(Duration::from_secs(12));
+    wait_for("first records", WAIT, async || host.has_all(&ids))
+        .await
+        .unwrap();
+    let status = r.terminate(Duration::from_secs(12)).await.unwrap();
     assert!(status.success(), "exit status {status:?}\n{}", r.stderr());
     let saved: Value =
         serde_json::from_slice(&std::fs::read(data.join("hosts.json")).unwrap()).unwrap();
     assert_eq!(saved["hosts"][0]["cursor"], ids[4] + 1, "{saved}");
 
-    let r = Reflektor::start(&data, &["--replay-host", &host.url]);
+    let r = start_reflektor(&data, &["--replay-host", &host.url]).await;
     let next = post_id(&client, &r.endpoint("/x"), "next".into()).await;
     assert_eq!(next, ids[4] + 1, "offsets continue after a restart");
-    wait_for(WAIT, "the new record", || host.has_all(&[next])).await;
+    wait_for("the new record", WAIT, async || host.has_all(&[next]))
+        .await
+        .unwrap();
     let mut want = ids.clone();
     want.push(next);
     assert_eq!(
@@ -351,7 +375,7 @@ async fn sigterm_exits_zero_and_a_restart_resumes_at_the_saved_cursor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_can_be_added_at_runtime_and_start_from_the_oldest_record() {
     let dir = tempfile::tempdir().unwrap();
-    let r = Reflektor::start(&dir.path().join("r"), &[]);
+    let r = start_reflektor(&dir.path().join("r"), &[]).await;
     let client = client();
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -365,7 +389,9 @@ async fn hosts_can_be_added_at_runtime_and_start_from_the_oldest_record() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    wait_for(WAIT, "the new host catches up", || host.has_all(&ids)).await;
+    wait_for("the new host catches up", WAIT, async || host.has_all(&ids))
+        .await
+        .unwrap();
     let resp = client
         .post(r.endpoint("/_reflektor/hosts"))
         .json(&serde_json::json!({"url": host.url}))

@@ -1,10 +1,10 @@
 //! In-process ekg for stream tests: `ekg::run` on `127.0.0.1:0` in standalone mode, a write
 //! client (reqwest, bearer token), a WebSocket client (tokio-tungstenite) and an SSE client
-//! (reqwest streaming and a small event parser). Every wait is bounded by a deadline.
+//! (reqwest streaming and a small event parser). Every wait is bounded by a deadline: waiting
+//! for a condition is `tests::wait_for` with [`WAIT`].
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -144,22 +144,6 @@ impl Drop for Server {
         if let Some(run) = self.run.take() {
             run.abort();
         }
-    }
-}
-
-/// Poll `check` until it returns `Some`, or panic after [`WAIT`].
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
 use serde::Serialize;
 
 use crate::drive::Workload;
@@ -168,29 +167,6 @@ impl Workload for Publish {
 
     fn error(&self, conn: usize, _k: u64) {
         self.note_failure(conn);
-    }
-}
-
-/// Poll `check` every `every` until it returns `Some`, or fail after `deadline`.
-pub(crate) async fn wait_for<T, F, Fut>(
-    what: &str,
-    deadline: Duration,
-    every: Duration,
-    mut check: F,
-) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() >= end {
-            anyhow::bail!("timed out after {deadline:?} waiting for {what}");
-        }
-        tokio::time::sleep(every).await;
     }
 }
 

@@ -69,7 +69,7 @@ pub(crate) async fn run(args: Args) -> Result<()> {
         extra.extend(args.spawn.ekg_args.iter().cloned());
         let e = s.start_ekg(true, &extra).await?;
         template = template.rebase(e.addr)?;
-        pid = Some(e.pid);
+        pid = e.pid();
         stack = Some(s);
     }
     let result = measure(&args, template, pid, nofile).await;

@@ -12,12 +12,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::common::{Publish, RunArgs, SpawnArgs, auth_header, wait_for};
+use super::common::{Publish, RunArgs, SpawnArgs, auth_header};
 use crate::drive::{self, Drive, Mode, Workload};
 use crate::http::format_request;
 use crate::report::Report;
 use crate::server::{self, Stack};
 use crate::target::{self, Template};
+use tests::wait_for;
 
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub(crate) struct Args {
@@ -148,19 +149,16 @@ async fn measure(
     let (head, oldest) = wait_for(
         "the room to hold the pre-filled messages",
         Duration::from_secs(120),
-        Duration::from_millis(50),
-        || {
-            let (client, url) = (client.clone(), info_url.clone());
-            async move {
-                let v: serde_json::Value = client.get(&url).send().await.ok()?.json().await.ok()?;
-                let msgs = v["messages"].as_u64()?;
-                (msgs >= filled.ok).then(|| {
-                    (
-                        v["head"].as_u64().unwrap_or(0),
-                        v["oldest"].as_u64().unwrap_or(0),
-                    )
-                })
-            }
+        async || {
+            let v: serde_json::Value =
+                client.get(&info_url).send().await.ok()?.json().await.ok()?;
+            let msgs = v["messages"].as_u64()?;
+            (msgs >= filled.ok).then(|| {
+                (
+                    v["head"].as_u64().unwrap_or(0),
+                    v["oldest"].as_u64().unwrap_or(0),
+                )
+            })
         },
     )
     .await

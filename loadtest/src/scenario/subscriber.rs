@@ -317,12 +317,9 @@ pub(crate) fn num_after(json: &[u8], key: &[u8]) -> Option<u64> {
 
 /// Wait until `count` subscribers said hello, or fail after `deadline`.
 pub(crate) async fn wait_ready(shared: &Shared, count: u64, deadline: Duration) -> Result<()> {
-    super::common::wait_for(
-        "subscribers to receive hello",
-        deadline,
-        Duration::from_millis(20),
-        || async { (shared.ready.load(Ordering::Relaxed) >= count).then_some(()) },
-    )
+    ::tests::wait_for("subscribers to receive hello", deadline, async || {
+        shared.ready.load(Ordering::Relaxed) >= count
+    })
     .await
 }
 

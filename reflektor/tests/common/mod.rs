@@ -1,20 +1,19 @@
 //! Harness for tests that run the real `reflektor` binary against a recording host.
 //!
-//! - [`Reflektor`]: the binary on `127.0.0.1:0` with its own data directory; the address comes
-//!   from the one stdout line; the child is killed on drop.
+//! - [`start_reflektor`]: the binary on `127.0.0.1:0` with its own data directory, through the
+//!   workspace's launcher (`tests::Launch`); the child is killed when its handle drops.
 //! - [`RecordingHost`]: an axum server on `127.0.0.1:0` that speaks the batch protocol
 //!   (`/_reflektor/ingest`, applying each offset once, refusing a `prev` above what it applied
 //!   with `409`) and records replayed requests on any other path. It can be told to fail.
-//! - [`wait_for`]: poll a condition against a deadline (no sleeps as synchronisation).
+//!
+//! Waiting is `tests::wait_for` (a condition polled against a deadline, never a sleep).
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,143 +22,25 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use shared::batch::{Batch, IngestAck};
 use shared::{Epoch, Offset, Record};
-
-/// Poll `cond` every 20 ms until it holds; panic with `what` after `timeout`.
-pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use tests::{Launch, Service};
 
 /// `GET url` and its JSON body.
 pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
-/// A running reflektor.
-pub struct Reflektor {
-    child: Option<Child>,
-    pub url: String,
-    pub data_dir: PathBuf,
-    pub stderr_path: PathBuf,
-}
-
-impl Reflektor {
-    /// Start on a fresh port with `data_dir` and extra flags; returns once it has announced.
-    pub fn start(data_dir: &Path, args: &[&str]) -> Reflektor {
-        std::fs::create_dir_all(data_dir).unwrap();
-        let stderr_path = data_dir.with_extension("stderr.log");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&stderr_path)
-            .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reflektor"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("REFLEKTOR_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("RUST_LOG", "reflektor=debug")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr));
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!(
-                    "reflektor did not announce itself; stderr:\n{}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                )
-            });
-        let url = line
-            .trim()
-            .strip_prefix("reflektor listening on ")
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!(
-                    "unexpected stdout line {line:?}; stderr:\n{}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                )
-            })
-            .to_owned();
-        Reflektor {
-            child: Some(child),
-            url,
-            data_dir: data_dir.to_path_buf(),
-            stderr_path,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for the exit (up to `timeout`).
-    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        let ok = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        self.wait_exit(timeout)
-    }
-
-    /// Wait for the process to exit by itself (after a signal sent elsewhere).
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("reflektor did not exit within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    pub fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-}
-
-impl Drop for Reflektor {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Start the reflektor binary on a fresh port with `--data-dir data_dir` and `args`; returns
+/// once it has announced itself. Its stderr logs go next to the data directory.
+pub async fn start_reflektor(data_dir: &Path, args: &[&str]) -> Service {
+    let logs = data_dir.parent().unwrap_or(data_dir);
+    Launch::with_bin("reflektor", env!("CARGO_BIN_EXE_reflektor"), logs)
+        .log_filter("reflektor=debug")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .start()
+        .await
+        .unwrap()
 }
 
 /// How the recording host answers.

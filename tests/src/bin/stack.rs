@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tests::process::Service;
+use tests::Launch;
 
 /// Run reflektor and an ekg host together on loopback.
 #[derive(Parser)]
@@ -40,46 +40,38 @@ async fn main() -> Result<()> {
     let ekg_addr = SocketAddr::from(([127, 0, 0, 1], args.ekg_port));
     let intake_url = format!("http://{intake}");
 
-    let mut ekg = Service::start_on(
-        "ekg",
-        ekg_addr,
-        vec![
-            "--secret".into(),
-            secret.clone(),
-            "--cors-origin".into(),
-            "*".into(),
-        ],
-        &data_dir,
-    )
-    .await
-    .context("start ekg")?;
-    let mut reflektor = Service::start_on(
-        "reflektor",
-        intake,
-        vec![
-            "--data-dir".into(),
-            data_dir.join("reflektor").display().to_string(),
-            "--host".into(),
-            ekg.url(),
-            "--secret".into(),
-            secret,
-            "--cors-origin".into(),
-            "*".into(),
-        ],
-        &data_dir,
-    )
-    .await
-    .context("start reflektor")?;
+    let mut ekg = Launch::new("ekg", &data_dir)?
+        .listen(ekg_addr)
+        .args(["--secret", &secret, "--cors-origin", "*"])
+        .start()
+        .await
+        .context("start ekg")?;
+    let mut reflektor = Launch::new("reflektor", &data_dir)?
+        .listen(intake)
+        .arg("--data-dir")
+        .arg(data_dir.join("reflektor"))
+        .args([
+            "--host",
+            &ekg.url(),
+            "--secret",
+            &secret,
+            "--cors-origin",
+            "*",
+        ])
+        .start()
+        .await
+        .context("start reflektor")?;
 
     let stop = shared::shutdown::on_signal().context("install signal handlers")?;
     let demo = format!("{}/?room=lobby&intake={intake_url}", ekg.url());
     println!("reflektor intake  {intake_url}");
     println!("ekg host          {}", ekg.url());
     println!("demo page         {demo}");
-    println!(
-        "logs              {}/{{reflektor,ekg}}.*.log",
-        data_dir.display()
-    );
+    for svc in [&reflektor, &ekg] {
+        if let Some(log) = svc.log_path() {
+            println!("{:<18}{}", format!("{} log", svc.name()), log.display());
+        }
+    }
     println!();
     println!(
         "post a message:   curl -X POST {intake_url}/rooms/lobby/messages -H 'content-type: application/json' -d '{{\"user\":\"you\",\"text\":\"hello\"}}'"

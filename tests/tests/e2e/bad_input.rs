@@ -1,6 +1,6 @@
 use serde_json::Value;
 use tests::stack::TOKEN;
-use tests::{Stack, wait_until};
+use tests::{Stack, wait_for};
 
 use crate::util::{DEADLINE, message};
 
@@ -160,7 +160,7 @@ async fn bad_input_gets_a_clear_answer_and_changes_nothing() {
         .await
         .unwrap()
         .expect("202");
-    wait_until("the good message applied", DEADLINE, || async {
+    wait_for("the good message applied", DEADLINE, || async {
         stack.ekgs[0]
             .all_messages("a")
             .await

@@ -1,6 +1,6 @@
 use serde_json::json;
 use tests::clients::assert_strictly_increasing;
-use tests::{SseClient, Stack, WsClient, wait_until};
+use tests::{SseClient, Stack, WsClient, wait_for};
 
 use crate::util::{DEADLINE, message};
 
@@ -22,7 +22,7 @@ async fn a_post_reaches_websocket_and_sse_clients_on_two_hosts_with_the_same_seq
         .await
         .unwrap();
     for c in [&ws_a.rec, &sse_a.rec, &ws_b.rec, &sse_b.rec] {
-        wait_until("hello", DEADLINE, || async {
+        wait_for("hello", DEADLINE, || async {
             !c.of_type("hello").is_empty()
         })
         .await
@@ -60,7 +60,7 @@ async fn a_post_reaches_websocket_and_sse_clients_on_two_hosts_with_the_same_seq
     let mut expected = ids.clone();
     expected.extend([edit, del]);
     for c in [&ws_a.rec, &sse_a.rec, &ws_b.rec, &sse_b.rec] {
-        wait_until("all events", DEADLINE, || async {
+        wait_for("all events", DEADLINE, || async {
             c.seqs().len() >= expected.len()
         })
         .await

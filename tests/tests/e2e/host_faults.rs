@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use tests::clients::assert_strictly_increasing;
 use tests::stack::TOKEN;
-use tests::{SseClient, Stack, WsClient, wait_for, wait_until};
+use tests::{Signal, SseClient, Stack, WsClient, wait_for};
 
 use crate::util::{DEADLINE, Publisher, message_seqs, url_of};
 
@@ -26,14 +26,14 @@ async fn a_host_restarted_empty_is_rebuilt_and_resumed_clients_see_no_gap() {
     let mut stack = Stack::start(dir.path(), 2, &[], &[]).await.unwrap();
     let ws_url = format!("{}/rooms/r/ws", stack.ekgs[0].svc.ws_url());
     let first = WsClient::connect(&ws_url).await.unwrap();
-    wait_until("hello", DEADLINE, || async {
+    wait_for("hello", DEADLINE, || async {
         !first.of_type("hello").is_empty()
     })
     .await
     .unwrap();
 
     let publisher = Publisher::start(url_of(&stack.reflektor), TOKEN, "r", 400);
-    wait_until("some posts", DEADLINE, || async {
+    wait_for("some posts", DEADLINE, || async {
         publisher.acked_count() >= 100
     })
     .await
@@ -52,7 +52,7 @@ async fn a_host_restarted_empty_is_rebuilt_and_resumed_clients_see_no_gap() {
     let acked = publisher.join().await;
 
     let ekg = &stack.ekgs;
-    wait_until(
+    wait_for(
         "rebuilt history equals the other host's",
         DEADLINE,
         || async {
@@ -67,7 +67,7 @@ async fn a_host_restarted_empty_is_rebuilt_and_resumed_clients_see_no_gap() {
     )
     .await
     .unwrap();
-    wait_until("the resumed client has everything", DEADLINE, || async {
+    wait_for("the resumed client has everything", DEADLINE, || async {
         let mut seen: BTreeSet<u64> = before_kill.iter().copied().collect();
         seen.extend(message_seqs(&resumed.frames()));
         acked.is_subset(&seen)
@@ -98,16 +98,16 @@ async fn a_stopped_host_catches_up_in_order_and_its_lag_returns_to_zero() {
     let on_a = WsClient::connect(&format!("{}/rooms/r/ws", a.svc.ws_url()))
         .await
         .unwrap();
-    wait_until("hello", DEADLINE, || async {
+    wait_for("hello", DEADLINE, || async {
         !on_b.of_type("hello").is_empty() && !on_a.of_type("hello").is_empty()
     })
     .await
     .unwrap();
 
-    b.svc.signal("STOP").unwrap();
+    b.svc.signal(Signal::Stop).unwrap();
     let publisher = Publisher::start(url_of(&stack.reflektor), TOKEN, "r", 150);
     let acked = publisher.join().await;
-    wait_until("the running host is not held up", DEADLINE, || async {
+    wait_for("the running host is not held up", DEADLINE, || async {
         on_a.seqs().len() >= acked.len()
     })
     .await
@@ -120,13 +120,13 @@ async fn a_stopped_host_catches_up_in_order_and_its_lag_returns_to_zero() {
     .unwrap();
     assert!(lag > 0);
 
-    b.svc.signal("CONT").unwrap();
-    wait_until("lag back to zero", DEADLINE, || async {
+    b.svc.signal(Signal::Cont).unwrap();
+    wait_for("lag back to zero", DEADLINE, || async {
         host_lag(&stack, &b_url).await == Some(0)
     })
     .await
     .unwrap();
-    wait_until("backlog at the client", DEADLINE, || async {
+    wait_for("backlog at the client", DEADLINE, || async {
         on_b.seqs().len() >= acked.len()
     })
     .await
@@ -159,20 +159,20 @@ async fn sigterm_moves_every_client_to_the_other_host_without_gap_or_duplicate()
         .await
         .unwrap();
     for c in &clients {
-        wait_until("hello", DEADLINE, || async {
+        wait_for("hello", DEADLINE, || async {
             !c.of_type("hello").is_empty()
         })
         .await
         .unwrap();
     }
-    wait_until("hello", DEADLINE, || async {
+    wait_for("hello", DEADLINE, || async {
         !sse.of_type("hello").is_empty()
     })
     .await
     .unwrap();
 
     let publisher = Publisher::start(url_of(&stack.reflektor), TOKEN, "r", 300);
-    wait_until("posts flowing", DEADLINE, || async {
+    wait_for("posts flowing", DEADLINE, || async {
         publisher.acked_count() >= 50
     })
     .await
@@ -200,7 +200,7 @@ async fn sigterm_moves_every_client_to_the_other_host_without_gap_or_duplicate()
     }
     let acked = publisher.join().await;
     for (before, next) in &resumed {
-        wait_until("resumed client has the rest", DEADLINE, || async {
+        wait_for("resumed client has the rest", DEADLINE, || async {
             let mut seen: BTreeSet<u64> = before.iter().copied().collect();
             seen.extend(next.seqs());
             acked.iter().all(|o| seen.contains(o))

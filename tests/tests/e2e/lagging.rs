@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use tests::{Ekg, WsClient, wait_until};
+use tests::{Ekg, WsClient, wait_for};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -23,7 +23,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_room_keeps_flowing() {
     let url = format!("{}/rooms/big/ws", ekg.svc.ws_url());
     let healthy = WsClient::connect(&url).await.unwrap();
     let (stalled, _) = WsClient::connect_stalled(&url).await.unwrap();
-    wait_until("hello", DEADLINE, || async {
+    wait_for("hello", DEADLINE, || async {
         !healthy.of_type("hello").is_empty()
     })
     .await
@@ -43,7 +43,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_room_keeps_flowing() {
             .unwrap();
         assert!(resp.status().is_success(), "post {n}: {}", resp.status());
     }
-    wait_until("the healthy client has every event", DEADLINE, || async {
+    wait_for("the healthy client has every event", DEADLINE, || async {
         healthy.seqs().len() as u64 >= total
     })
     .await

@@ -1,6 +1,6 @@
 use tests::clients::assert_strictly_increasing;
 use tests::stack::TOKEN;
-use tests::{SseClient, Stack, WsClient, wait_until};
+use tests::{SseClient, Stack, WsClient, wait_for};
 
 use crate::util::{DEADLINE, Publisher, message_seqs, url_of};
 
@@ -19,7 +19,7 @@ async fn every_acknowledged_post_survives_repeated_reflektor_kills() {
         .await
         .unwrap();
     for c in [&ws.rec, &sse.rec] {
-        wait_until("hello", DEADLINE, || async {
+        wait_for("hello", DEADLINE, || async {
             !c.of_type("hello").is_empty()
         })
         .await
@@ -30,7 +30,7 @@ async fn every_acknowledged_post_survives_repeated_reflektor_kills() {
     let publisher = Publisher::start(url, TOKEN, "r", 600);
     for kill in 1..=3u64 {
         let target = kill * 120;
-        wait_until("acknowledged posts", DEADLINE, || async {
+        wait_for("acknowledged posts", DEADLINE, || async {
             publisher.acked_count() >= target
         })
         .await
@@ -51,7 +51,7 @@ async fn every_acknowledged_post_survives_repeated_reflektor_kills() {
                 message_seqs(&c.frames()).into_iter().collect();
             acked.is_subset(&seen)
         };
-        wait_until(
+        wait_for(
             "every acknowledged offset at the client",
             DEADLINE,
             have_all,
