@@ -5,8 +5,8 @@
 //!
 //! - **Clean environment.** The child gets no variable of the caller's environment (so a
 //!   developer's `REFLEKTOR_*` or `EKG_*` never changes a flag), only `RUST_LOG` (the caller's
-//!   `RUST_LOG` if set, else the launch's filter, `info` by default), `RUST_BACKTRACE=1`, and
-//!   what [`Launch::env`] adds.
+//!   `RUST_LOG` if set, else the launch's filter, `info` by default; none at all with
+//!   [`Launch::default_log_filter`]), `RUST_BACKTRACE=1`, and what [`Launch::env`] adds.
 //! - **Port 0 and the announcement.** reflektor and ekg get `--listen 127.0.0.1:0` (or a given
 //!   address) and print `NAME listening on http://ADDR` on stdout once serving; the address is
 //!   read from that line within a deadline. Stdout is drained afterwards so the child never
@@ -108,7 +108,8 @@ pub struct Launch {
     env: Vec<(OsString, OsString)>,
     dir: PathBuf,
     ready: Ready,
-    log_filter: String,
+    /// `None`: no `RUST_LOG` at all (the binary's own default filter).
+    log_filter: Option<String>,
     start_timeout: Duration,
 }
 
@@ -131,7 +132,7 @@ impl Launch {
             env: Vec::new(),
             dir: dir.to_path_buf(),
             ready: Ready::Announce(SocketAddr::from(([127, 0, 0, 1], 0))),
-            log_filter: "info".to_owned(),
+            log_filter: Some("info".to_owned()),
             start_timeout: START_TIMEOUT,
         }
     }
@@ -186,7 +187,15 @@ impl Launch {
     /// `RUST_LOG` for the child unless the caller's environment sets one.
     #[must_use]
     pub fn log_filter(mut self, filter: &str) -> Launch {
-        filter.clone_into(&mut self.log_filter);
+        self.log_filter = Some(filter.to_owned());
+        self
+    }
+
+    /// No `RUST_LOG` for the child, whatever the caller's environment says: the binary's own
+    /// default filter applies.
+    #[must_use]
+    pub fn default_log_filter(mut self) -> Launch {
+        self.log_filter = None;
         self
     }
 
@@ -251,10 +260,12 @@ impl Launch {
     /// The command with a clean environment, stdin closed, stdout piped, stderr to `stderr`.
     fn command(&self, stderr: Stdio) -> Command {
         let mut cmd = Command::new(&self.bin);
-        let rust_log = std::env::var_os("RUST_LOG").unwrap_or_else(|| (&self.log_filter).into());
-        cmd.env_clear()
-            .env("RUST_LOG", rust_log)
-            .env("RUST_BACKTRACE", "1")
+        cmd.env_clear();
+        if let Some(filter) = &self.log_filter {
+            let rust_log = std::env::var_os("RUST_LOG").unwrap_or_else(|| filter.into());
+            cmd.env("RUST_LOG", rust_log);
+        }
+        cmd.env("RUST_BACKTRACE", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,53 +1,27 @@
 //! Operations: JSON log lines and a clean exit on a SIGTERM that arrives right away.
 
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tests::Launch;
 
-/// Run `bin` with `LOG_FORMAT=json`, SIGTERM it the moment it prints its listening line, and
-/// return its exit status and stderr.
+/// Start `name` with `LOG_FORMAT=json` and its default log filter, SIGTERM it the moment it
+/// has printed its listening line, and return its exit status and stderr.
 async fn start_and_terminate_at_once(
+    dir: &Path,
     name: &str,
     args: &[&str],
 ) -> (std::process::ExitStatus, String) {
-    let bin = tests::process::binary(name).unwrap();
-    let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
+    let mut svc = Launch::new(name, dir)
+        .unwrap()
         .env("LOG_FORMAT", "json")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::time::timeout(
-        Duration::from_secs(20),
-        BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .expect("a listening line within 20 s")
-    .unwrap()
-    .expect("a listening line");
-    assert!(
-        line.starts_with(&format!("{name} listening on http://127.0.0.1:")),
-        "{line}"
-    );
-    let pid = child.id().unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .default_log_filter()
+        .args(args)
+        .start()
         .await
-        .expect("exit within 20 s of SIGTERM")
         .unwrap();
-    (out.status, String::from_utf8(out.stderr).unwrap())
+    let status = svc.terminate(Duration::from_secs(20)).await.unwrap();
+    (status, svc.stderr())
 }
 
 /// Every stderr line is one JSON object with a timestamp, a level, a target and a message.
@@ -75,7 +49,7 @@ async fn both_binaries_log_json_lines_and_a_sigterm_right_after_the_listening_li
         ("reflektor", vec!["--data-dir", data]),
         ("ekg", vec!["--secret", "json-log-secret"]),
     ] {
-        let (status, stderr) = start_and_terminate_at_once(name, &args).await;
+        let (status, stderr) = start_and_terminate_at_once(dir.path(), name, &args).await;
         assert!(
             status.success(),
             "{name} exited {status}; stderr:\n{stderr}"
@@ -96,9 +70,12 @@ async fn the_log_format_flag_picks_text_or_json() {
     let data = dir.path().join("reflektor");
     let data = data.to_str().unwrap();
     // The flag wins over the environment.
-    let (status, stderr) =
-        start_and_terminate_at_once("reflektor", &["--data-dir", data, "--log-format", "text"])
-            .await;
+    let (status, stderr) = start_and_terminate_at_once(
+        dir.path(),
+        "reflektor",
+        &["--data-dir", data, "--log-format", "text"],
+    )
+    .await;
     assert!(status.success(), "{stderr}");
     assert!(
         stderr.lines().any(|l| l.contains("SIGTERM received")),
@@ -110,12 +87,14 @@ async fn the_log_format_flag_picks_text_or_json() {
             .all(|l| serde_json::from_str::<serde_json::Value>(l).is_err()),
         "text lines expected:\n{stderr}"
     );
-    let out = std::process::Command::new(tests::process::binary("ekg").unwrap())
+    let out = Launch::new("ekg", dir.path())
+        .unwrap()
         .args(["--log-format", "yaml"])
-        .output()
+        .run_to_exit(Duration::from_secs(20))
+        .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = out.stderr;
     assert!(
         err.contains("--log-format") && err.contains("json"),
         "{err}"
