@@ -88,6 +88,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Install the metrics recorder before anything records.
     let _recorder = shared::telemetry::prometheus();
+    telemetry::register();
     if config.secret.is_none() && config.standalone_token().is_none() {
         tracing::warn!("no --secret: ingest accepts unsigned deliveries; set one in production");
     }

@@ -16,7 +16,13 @@
 //! | `ekg_epoch_resets_total` | counter | | times a new log (epoch) replaced all rooms |
 //! | `ekg_ready` | gauge | | 1 once caught up with the log |
 
-use crate::rooms::Transport;
+//!
+//! `docs/METRICS.md` documents each one with the alert it feeds. [`register`] describes them and
+//! creates the counters at zero, so rates and alerts have a series from the first scrape on.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+
+use crate::rooms::{EventKind, Transport};
 
 pub const CONNECTIONS: &str = "ekg_connections";
 pub const CONNECTIONS_REFUSED: &str = "ekg_connections_refused_total";
@@ -31,7 +37,55 @@ pub const LAGGING_DISCONNECTS: &str = "ekg_lagging_disconnects_total";
 pub const EPOCH_RESETS: &str = "ekg_epoch_resets_total";
 pub const READY: &str = "ekg_ready";
 
+/// Describe every metric and create the counters and gauges at zero. Call once at start.
+pub fn register() {
+    describe_gauge!(CONNECTIONS, "Open streaming connections, by transport.");
+    describe_counter!(CONNECTIONS_REFUSED, "Streams refused at --max-connections.");
+    describe_gauge!(ROOMS, "Rooms held in memory.");
+    describe_gauge!(HISTORY_EVENTS, "Events retained for resume, all rooms.");
+    describe_gauge!(HISTORY_MESSAGES, "Messages retained for paging, all rooms.");
+    describe_counter!(EVENTS_APPLIED, "Events applied and pushed, by kind.");
+    describe_gauge!(
+        APPLIED_OFFSET,
+        "Highest reflektor offset (or standalone seq) applied."
+    );
+    describe_counter!(
+        INGEST_BATCHES,
+        "Batches accepted from reflektor, heartbeats included."
+    );
+    describe_counter!(
+        REJECTED_RECORDS,
+        "Records refused on their own merits, by status."
+    );
+    describe_counter!(
+        LAGGING_DISCONNECTS,
+        "Clients disconnected for not keeping up, by transport."
+    );
+    describe_counter!(EPOCH_RESETS, "Times a new log (epoch) replaced every room.");
+    describe_gauge!(READY, "1 once this host has caught up with the log.");
+    for transport in [Transport::Ws, Transport::Sse] {
+        gauge!(CONNECTIONS, "transport" => transport.as_str()).increment(0.0);
+        counter!(LAGGING_DISCONNECTS, "transport" => transport.as_str()).increment(0);
+    }
+    for kind in [
+        EventKind::Message,
+        EventKind::Update,
+        EventKind::Delete,
+        EventKind::Event,
+    ] {
+        counter!(EVENTS_APPLIED, "kind" => kind.as_str()).increment(0);
+    }
+    // The statuses a record can be refused with (bad body, unknown message, duplicate id, too
+    // large, unprocessable): present at zero so the first refusal shows as an increase.
+    for status in ["400", "404", "409", "413", "422"] {
+        counter!(REJECTED_RECORDS, "status" => status).increment(0);
+    }
+    counter!(CONNECTIONS_REFUSED).increment(0);
+    counter!(INGEST_BATCHES).increment(0);
+    counter!(EPOCH_RESETS).increment(0);
+}
+
 /// Count a client closed because it could not keep up with its room.
 pub fn lagging_disconnect(transport: Transport) {
-    metrics::counter!(LAGGING_DISCONNECTS, "transport" => transport.as_str()).increment(1);
+    counter!(LAGGING_DISCONNECTS, "transport" => transport.as_str()).increment(1);
 }

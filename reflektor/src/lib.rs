@@ -84,6 +84,9 @@ impl AppState {
         shutdown: CancellationToken,
         fs: Arc<dyn log::Filesystem>,
     ) -> anyhow::Result<AppState> {
+        // Install the metrics recorder before anything records (the dead-letter count is set
+        // while opening; recorded earlier, it would go nowhere).
+        let prometheus = shared::telemetry::prometheus();
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -116,6 +119,7 @@ impl AppState {
             DeadLetters::open(&config.data_dir, delivery::dead_letter::DEFAULT_MAX_ENTRIES)
                 .context("cannot open the dead-letter store")?,
         );
+        ops::metrics::register(config.max_disk_bytes);
         let pool = Pool::start(&config, log.clone(), dead_letters.clone(), shutdown.clone())?;
         info!(
             epoch = %log.epoch(),
@@ -132,7 +136,7 @@ impl AppState {
             pool,
             dead_letters,
             shutdown,
-            prometheus: shared::telemetry::prometheus(),
+            prometheus,
         })
     }
 }

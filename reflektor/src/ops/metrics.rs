@@ -1,8 +1,14 @@
 //! Every metric reflektor exports, by name, and the functions that record them.
+//!
+//! `docs/METRICS.md` documents each one with the alert it feeds. [`register`] describes them
+//! all and creates the counters at zero, so a rate or an alert has a series from the first
+//! scrape on, not only after the first event.
 
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 use crate::delivery::HostId;
 
@@ -12,6 +18,8 @@ pub const INTAKE_REQUESTS: &str = "reflektor_intake_requests_total";
 pub const INTAKE_DURATION: &str = "reflektor_intake_duration_seconds";
 /// Bytes of log on disk.
 pub const LOG_BYTES: &str = "reflektor_log_bytes";
+/// The log's disk quota (`--max-disk-bytes`); intake answers 503 beyond it.
+pub const LOG_QUOTA_BYTES: &str = "reflektor_log_quota_bytes";
 /// Log segments on disk.
 pub const LOG_SEGMENTS: &str = "reflektor_log_segments";
 /// Newest visible offset.
@@ -38,6 +46,60 @@ pub const DELIVERY_RETRIES: &str = "reflektor_delivery_retries_total";
 pub const DEAD_LETTERS: &str = "reflektor_dead_letters";
 /// Dead letters dropped because the store was full.
 pub const DEAD_LETTERS_DROPPED: &str = "reflektor_dead_letters_dropped_total";
+
+/// Status labels of [`INTAKE_REQUESTS`].
+const INTAKE_STATUSES: [&str; 8] = ["202", "400", "401", "404", "405", "413", "503", "other"];
+
+/// Describe every metric and create the process-wide counters at zero. Call once at start.
+pub(crate) fn register(max_disk_bytes: u64) {
+    describe_counter!(INTAKE_REQUESTS, "Intake requests answered, by status.");
+    describe_histogram!(
+        INTAKE_DURATION,
+        Unit::Seconds,
+        "Time from request to answer at intake."
+    );
+    describe_gauge!(LOG_BYTES, Unit::Bytes, "Bytes of log segments on disk.");
+    describe_gauge!(
+        LOG_QUOTA_BYTES,
+        Unit::Bytes,
+        "The log's disk quota (--max-disk-bytes)."
+    );
+    describe_gauge!(LOG_SEGMENTS, "Log segment files on disk.");
+    describe_gauge!(LOG_HEAD, "Newest offset in the log.");
+    describe_gauge!(LOG_OLDEST, "Oldest retained offset.");
+    describe_gauge!(LOG_FAILED, "1 once the log stopped accepting appends after a failed fsync.");
+    describe_gauge!(DEDUPE_KEYS, "Idempotency keys in the dedupe window.");
+    describe_gauge!(HOST_CURSOR, "Next offset to send to the host.");
+    describe_gauge!(HOST_LAG_RECORDS, "Records the host has not applied yet.");
+    describe_gauge!(
+        HOST_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest record not yet delivered to the host."
+    );
+    describe_gauge!(
+        HOST_HEALTHY,
+        "1 when the host's last delivery attempt succeeded."
+    );
+    describe_histogram!(
+        DELIVERY_DURATION,
+        Unit::Seconds,
+        "Time of one delivery request to the host."
+    );
+    describe_counter!(
+        DELIVERY_RETRIES,
+        "Delivery attempts to the host that will be retried."
+    );
+    describe_gauge!(DEAD_LETTERS, "Entries in the dead-letter store.");
+    describe_counter!(
+        DEAD_LETTERS_DROPPED,
+        "Dead letters dropped because the store was full."
+    );
+    for status in INTAKE_STATUSES {
+        counter!(INTAKE_REQUESTS, "status" => status).increment(0);
+    }
+    counter!(DEAD_LETTERS_DROPPED).increment(0);
+    gauge!(LOG_QUOTA_BYTES).set(max_disk_bytes as f64);
+}
 
 pub(crate) fn intake_request(status: u16, took: Duration) {
     let label: &'static str = match status {
@@ -84,5 +146,7 @@ pub(crate) fn host(host: &HostId, cursor: u64, lag_records: u64, lag_seconds: f6
     gauge!(HOST_CURSOR, "host" => id.clone()).set(cursor as f64);
     gauge!(HOST_LAG_RECORDS, "host" => id.clone()).set(lag_records as f64);
     gauge!(HOST_LAG_SECONDS, "host" => id.clone()).set(lag_seconds);
-    gauge!(HOST_HEALTHY, "host" => id).set(if healthy { 1.0 } else { 0.0 });
+    gauge!(HOST_HEALTHY, "host" => id.clone()).set(if healthy { 1.0 } else { 0.0 });
+    // Exists at zero from the host's first refresh, so its rate is defined before a retry.
+    counter!(DELIVERY_RETRIES, "host" => id).increment(0);
 }

@@ -9,11 +9,13 @@
 //! - `lagging`: a client that stops reading is cut off; the room and the server's memory are fine.
 //! - `bad_input`: a sweep of malformed requests, each with its documented answer.
 //! - `logs`: JSON log lines on both binaries; SIGTERM right after the listening line exits 0.
+//! - `prometheus`: the shipped dashboard and alert rules, through promtool and a real Prometheus.
 
 mod bad_input;
 mod fanout;
 mod host_faults;
 mod lagging;
 mod logs;
+mod prometheus;
 mod reflektor_faults;
 mod util;
