@@ -67,7 +67,10 @@ pub(crate) fn register(max_disk_bytes: u64) {
     describe_gauge!(LOG_SEGMENTS, "Log segment files on disk.");
     describe_gauge!(LOG_HEAD, "Newest offset in the log.");
     describe_gauge!(LOG_OLDEST, "Oldest retained offset.");
-    describe_gauge!(LOG_FAILED, "1 once the log stopped accepting appends after a failed fsync.");
+    describe_gauge!(
+        LOG_FAILED,
+        "1 once the log stopped accepting appends after a failed fsync."
+    );
     describe_gauge!(DEDUPE_KEYS, "Idempotency keys in the dedupe window.");
     describe_gauge!(HOST_CURSOR, "Next offset to send to the host.");
     describe_gauge!(HOST_LAG_RECORDS, "Records the host has not applied yet.");

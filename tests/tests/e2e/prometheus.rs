@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use tests::{SseClient, Stack, WsClient, wait_for, wait_until};
+use tests::{SseClient, Stack, WsClient, wait_for};
 
 use crate::util::{DEADLINE, message};
 
@@ -229,7 +229,7 @@ async fn a_real_prometheus_scraping_the_stack_evaluates_every_dashboard_and_aler
         .await
         .unwrap();
     for c in [&ws.rec, &sse.rec] {
-        wait_until("hello", DEADLINE, || async {
+        wait_for("hello", DEADLINE, || async {
             !c.of_type("hello").is_empty()
         })
         .await
@@ -263,7 +263,7 @@ async fn a_real_prometheus_scraping_the_stack_evaluates_every_dashboard_and_aler
     };
 
     let deadline = Duration::from_secs(60);
-    wait_until("both targets up", deadline, || async {
+    wait_for("both targets up", deadline, || async {
         prom.query("up == 1").await.is_ok_and(|r| r.len() == 2)
     })
     .await
@@ -276,7 +276,7 @@ async fn a_real_prometheus_scraping_the_stack_evaluates_every_dashboard_and_aler
         .await
         .unwrap()
         .expect("202");
-    wait_until("rates over two scrapes", deadline, || async {
+    wait_for("rates over two scrapes", deadline, || async {
         prom.query("sum(rate(ekg_frames_sent_total[1m])) > 0")
             .await
             .is_ok_and(|r| !r.is_empty())
@@ -349,7 +349,7 @@ async fn a_real_prometheus_scraping_the_stack_evaluates_every_dashboard_and_aler
 
     // The refused record is visible as it should be: the rejection alert fires, the dead-letter
     // alert is active (pending for its first minute, then firing).
-    let fired = wait_until("alerts for the refused record", deadline, || async {
+    let fired = wait_for("alerts for the refused record", deadline, || async {
         let v = prom.get("/api/v1/alerts").await;
         let active: Vec<String> = v["data"]["alerts"]
             .as_array()
