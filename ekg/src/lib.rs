@@ -29,17 +29,13 @@ use axum::Router;
 use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 
-pub use config::{Args, Config};
+pub use config::{Args, Config, HTTP_HEADROOM};
 use shared::batch::INGEST_PATH;
 use shared::shutdown::CancellationToken;
 pub use state::AppState;
 
 /// Extra time, beyond the drain window, that streams get to finish before `run` gives up.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
-/// Connections the listener takes beyond `--max-connections` streams: room for history reads,
-/// ingest and probes while every stream slot is used (streams beyond the limit get a `503`).
-pub const HTTP_HEADROOM: usize = 1024;
 
 /// Every route, with state.
 pub fn router(state: AppState) -> Router {
@@ -80,26 +76,28 @@ pub fn router(state: AppState) -> Router {
 /// `drain_window +` [`DRAIN_GRACE`], and return.
 ///
 /// # Errors
-/// The server failed to serve.
+/// The configuration lets anyone write without saying so ([`Config::check_trust`]), or the
+/// server failed to serve.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    config.check_trust().map_err(anyhow::Error::msg)?;
+    for choice in config.insecure_choices() {
+        tracing::warn!("insecure: {choice}");
+    }
     // Install the metrics recorder before anything records.
     let _recorder = shared::telemetry::prometheus();
     telemetry::register();
-    if config.secret.is_none() && config.standalone_token().is_none() {
-        tracing::warn!("no --secret: ingest accepts unsigned deliveries; set one in production");
-    }
     let state = AppState::new(config, shutdown.clone());
     let sweeper = tokio::spawn(state.rooms.clone().run_sweeper(shutdown.clone()));
     let deadline = state.config.drain_window + DRAIN_GRACE;
     let tasks = state.tasks.clone();
     let stop = shutdown.clone();
     let limits = shared::serve::Limits {
-        header_read_timeout: shared::serve::DEFAULT_HEADER_READ_TIMEOUT,
-        max_connections: state.config.max_connections.saturating_add(HTTP_HEADROOM),
+        header_read_timeout: state.config.header_read_timeout,
+        max_connections: state.config.max_http_connections,
     };
     let mut server = tokio::spawn(shared::serve::serve(listener, router(state), limits, stop));
     tokio::select! {

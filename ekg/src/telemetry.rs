@@ -15,7 +15,7 @@
 //! | `ekg_lagging_disconnects_total` | counter | `transport` | clients closed for not keeping up |
 //! | `ekg_epoch_resets_total` | counter | | times a new log (epoch) replaced all rooms |
 //! | `ekg_ready` | gauge | | 1 once caught up with the log |
-
+//! | `ekg_ingest_refused_total` | counter | `error` | deliveries and writes refused as a whole (bad or stale signature, out of order, old epoch, overloaded, ...) |
 //!
 //! `docs/METRICS.md` documents each one with the alert it feeds. [`register`] describes them and
 //! creates the counters at zero, so rates and alerts have a series from the first scrape on.
@@ -36,6 +36,38 @@ pub const REJECTED_RECORDS: &str = "ekg_rejected_records_total";
 pub const LAGGING_DISCONNECTS: &str = "ekg_lagging_disconnects_total";
 pub const EPOCH_RESETS: &str = "ekg_epoch_resets_total";
 pub const READY: &str = "ekg_ready";
+pub const INGEST_REFUSED: &str = "ekg_ingest_refused_total";
+
+/// At most one warning line per error code in this long; the rest are only counted.
+pub const WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When each error code was last logged by [`warn_throttled`] (Unix ms).
+static LAST_WARNED: std::sync::LazyLock<dashmap::DashMap<&'static str, u64>> =
+    std::sync::LazyLock::new(dashmap::DashMap::new);
+
+/// Log a warning about a refused request, at most once per [`WARN_EVERY`] per `code`, so a
+/// misconfigured sender is seen at once and a flood of hostile requests does not flood the log
+/// (every refusal is counted in `ekg_ingest_refused_total` regardless).
+pub fn warn_throttled(code: &'static str, message: &str) {
+    let now = crate::rooms::now_ms();
+    let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+    let due = {
+        let mut last = LAST_WARNED.entry(code).or_insert(0);
+        if now.saturating_sub(*last) >= every {
+            *last = now;
+            true
+        } else {
+            false
+        }
+    };
+    if due {
+        tracing::warn!(
+            code,
+            message,
+            "ingest refused (further refusals with this code in the next {WARN_EVERY:?} are only counted)"
+        );
+    }
+}
 
 /// Describe every metric and create the counters and gauges at zero. Call once at start.
 pub fn register() {
@@ -63,6 +95,10 @@ pub fn register() {
     );
     describe_counter!(EPOCH_RESETS, "Times a new log (epoch) replaced every room.");
     describe_gauge!(READY, "1 once this host has caught up with the log.");
+    describe_counter!(
+        INGEST_REFUSED,
+        "Deliveries and writes refused as a whole, by error code."
+    );
     for transport in [Transport::Ws, Transport::Sse] {
         gauge!(CONNECTIONS, "transport" => transport.as_str()).increment(0.0);
         counter!(LAGGING_DISCONNECTS, "transport" => transport.as_str()).increment(0);
@@ -75,9 +111,10 @@ pub fn register() {
     ] {
         counter!(EVENTS_APPLIED, "kind" => kind.as_str()).increment(0);
     }
-    // The statuses a record can be refused with (bad body, unknown message, duplicate id, too
-    // large, unprocessable): present at zero so the first refusal shows as an increase.
-    for status in ["400", "404", "409", "413", "422"] {
+    // The statuses a record can be refused with on its merits (bad body, unknown message or
+    // path, method, too large, duplicate id): present at zero so the first refusal shows as an
+    // increase.
+    for status in ["400", "404", "405", "413", "422"] {
         counter!(REJECTED_RECORDS, "status" => status).increment(0);
     }
     counter!(CONNECTIONS_REFUSED).increment(0);

@@ -6,19 +6,23 @@
 //! method, into another epoch, or later than a short window:
 //!
 //! ```text
-//! "reflektor-v2\n" METHOD "\n" PATH_AND_QUERY "\n" EPOCH(16 hex) "\n" OFFSET(decimal) "\n"
-//! TIMESTAMP_MS(decimal) "\n" BODY
+//! "reflektor-v2\n" METHOD "\n" PATH_AND_QUERY "\n" EPOCH(16 hex) "\n" OFFSET(decimal)
+//! ["/" PREV(decimal)] "\n" TIMESTAMP_MS(decimal) "\n" BODY
 //! ```
 //!
-//! The method and the request target cannot contain a newline (HTTP forbids it), and the body
-//! comes last, so the message is unambiguous. For a batch the offset is the batch's `prev` and
-//! the target is [`crate::batch::INGEST_PATH`]; for a replayed request it is the record's own
-//! offset and original target.
+//! The method and the request target cannot contain a newline (HTTP forbids it), the offset
+//! line holds digits and at most one `/`, and the body comes last, so the message is
+//! unambiguous. For a batch the offset is the batch's `prev` and the target is
+//! [`crate::batch::INGEST_PATH`]; for a replayed request it is the record's own offset and
+//! original target. A replayed request that follows a gap in the log (records trimmed before
+//! the host got them) also carries `X-Reflektor-Prev`, the offset it follows, and the
+//! signature covers it (`OFFSET/PREV`); without it the offset line is the offset alone.
 //!
 //! # Headers
 //!
 //! `X-Reflektor-Epoch` (16 hex digits), `X-Reflektor-Offset` (decimal), `X-Reflektor-Timestamp`
-//! (Unix milliseconds when the delivery was sent) and `X-Reflektor-Signature: v2=<64 hex>`.
+//! (Unix milliseconds when the delivery was sent) and `X-Reflektor-Signature: v2=<64 hex>`;
+//! on a replayed request after a gap, `X-Reflektor-Prev` (decimal).
 //! A host checks the signature before it parses the body, then the timestamp against its
 //! freshness window ([`DEFAULT_FRESHNESS`]): a delivery outside the window is refused, so a
 //! captured one cannot be replayed later.
@@ -41,6 +45,8 @@ pub const SIGNATURE_HEADER: &str = "x-reflektor-signature";
 pub const EPOCH_HEADER: &str = "x-reflektor-epoch";
 pub const OFFSET_HEADER: &str = "x-reflektor-offset";
 pub const TIMESTAMP_HEADER: &str = "x-reflektor-timestamp";
+/// On a replayed request: the offset it follows when that is not `offset - 1` (signed).
+pub const PREV_HEADER: &str = "x-reflektor-prev";
 /// The version tag of the signature header value.
 const PREFIX: &str = "v2=";
 /// Domain separation: no other message signed with the same secret starts like this.
@@ -57,6 +63,8 @@ pub struct Signed<'a> {
     pub target: &'a str,
     pub epoch: Epoch,
     pub offset: Offset,
+    /// A replayed request's `X-Reflektor-Prev`, when it carries one.
+    pub prev: Option<Offset>,
     /// Unix milliseconds when the delivery was sent.
     pub timestamp_ms: u64,
 }
@@ -107,6 +115,10 @@ impl Signer {
         mac.update(signed.epoch.to_string().as_bytes());
         mac.update(b"\n");
         mac.update(signed.offset.0.to_string().as_bytes());
+        if let Some(prev) = signed.prev {
+            mac.update(b"/");
+            mac.update(prev.0.to_string().as_bytes());
+        }
         mac.update(b"\n");
         mac.update(signed.timestamp_ms.to_string().as_bytes());
         mac.update(b"\n");
@@ -135,11 +147,40 @@ impl Signer {
             target,
             epoch,
             offset,
+            prev: None,
             timestamp_ms: unix_ms(),
         };
         [
             (EPOCH_HEADER, epoch.to_string()),
             (OFFSET_HEADER, offset.to_string()),
+            (TIMESTAMP_HEADER, signed.timestamp_ms.to_string()),
+            (SIGNATURE_HEADER, self.sign(&signed, body)),
+        ]
+    }
+
+    /// The delivery headers of a replayed request that follows `prev` (records between `prev`
+    /// and `offset` are gone from the log): [`Signer::headers`] plus `X-Reflektor-Prev`.
+    pub fn headers_after_gap(
+        &self,
+        method: &str,
+        target: &str,
+        epoch: Epoch,
+        offset: Offset,
+        prev: Offset,
+        body: &[u8],
+    ) -> [(&'static str, String); 5] {
+        let signed = Signed {
+            method,
+            target,
+            epoch,
+            offset,
+            prev: Some(prev),
+            timestamp_ms: unix_ms(),
+        };
+        [
+            (EPOCH_HEADER, epoch.to_string()),
+            (OFFSET_HEADER, offset.to_string()),
+            (PREV_HEADER, prev.to_string()),
             (TIMESTAMP_HEADER, signed.timestamp_ms.to_string()),
             (SIGNATURE_HEADER, self.sign(&signed, body)),
         ]
@@ -237,6 +278,7 @@ mod tests {
             target: "/_reflektor/ingest",
             epoch: Epoch(1),
             offset: Offset(2),
+            prev: None,
             timestamp_ms: NOW,
         }
     }
@@ -266,6 +308,10 @@ mod tests {
             },
             Signed {
                 timestamp_ms: NOW + 1,
+                ..signed()
+            },
+            Signed {
+                prev: Some(Offset(1)),
                 ..signed()
             },
         ];

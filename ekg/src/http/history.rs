@@ -21,7 +21,7 @@ pub(crate) fn room_from_path(
             "room names are 1-128 characters of A-Z a-z 0-9 _ . : -",
         )
     })?;
-    RoomId::parse(&room)
+    Ok(RoomId::parse(&room)?)
 }
 
 /// Parse `before`, `after` and `limit` from a query string.

@@ -204,6 +204,7 @@ async fn run_serves_until_shutdown_then_returns_ok() {
     let shutdown = shared::shutdown::CancellationToken::new();
     let config = Config {
         drain_window: std::time::Duration::from_millis(200),
+        secrets: vec!["0123456789abcdef".into()],
         ..Config::default()
     };
     let server = tokio::spawn(crate::run(listener, config, shutdown.clone()));
@@ -222,6 +223,15 @@ async fn run_serves_until_shutdown_then_returns_ok() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn run_refuses_a_configuration_that_lets_anyone_write() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = crate::run(listener, Config::default(), Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--secret"), "{err}");
 }
 
 #[tokio::test]

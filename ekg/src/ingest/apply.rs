@@ -4,15 +4,15 @@
 use bytes::Bytes;
 use shared::Method;
 
+use super::RecordError;
 use super::parse::parse_write;
-use crate::http::ApiError;
 use crate::rooms::{Outcome, Rooms, Seq};
 use crate::telemetry;
 
 /// Parse and apply one write at `seq`. Nothing is changed when it fails.
 ///
 /// # Errors
-/// The status the write deserves on its own: 400/404/405/413/422/503.
+/// Why the write was refused; [`RecordError::is_record_fault`] says whether it was its own.
 pub(crate) fn apply_write(
     rooms: &Rooms,
     max_body: usize,
@@ -21,7 +21,7 @@ pub(crate) fn apply_write(
     body: &Bytes,
     seq: Seq,
     ts_ms: u64,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, RecordError> {
     let (room, op) = parse_write(method, path, body, max_body)?;
     let outcome = rooms.apply(&room, seq, ts_ms, &op)?;
     if let Outcome::Pushed(kind) = outcome {

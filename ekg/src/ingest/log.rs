@@ -4,27 +4,50 @@
 //! are applied one at a time in offset order. The mutex is never held across an await: the
 //! body is read and its signature checked before, the answer is sent after.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use shared::batch::{Batch, IngestAck, Rejection};
-use shared::sign::{DEFAULT_FRESHNESS, Verifier};
+use shared::sign::Verifier;
 use shared::{Epoch, Method, Offset, Record};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::apply::apply_write;
+use super::auth::Trust;
+use super::{IngestError, Position, RecordError};
 use crate::config::{Config, Mode};
 use crate::http::ApiError;
 use crate::rooms::{Outcome, Rooms, Seq};
 use crate::telemetry;
 
+/// How many logs (epochs) a host remembers having left. A delivery from one of them is
+/// refused (`409 old_epoch`) instead of wiping the host back into that log. Logs are replaced
+/// rarely (a new reflektor data directory, a re-created stream); a handful covers every
+/// delivery that can still be fresh.
+pub const EPOCHS_REMEMBERED: usize = 16;
+
 /// Applied offset and epoch, behind one mutex: holding it is what serialises applying.
 #[derive(Debug)]
 pub struct IngestLog {
-    cursor: Mutex<Cursor>,
+    state: Mutex<LogState>,
     ready: AtomicBool,
-    /// Checks reflektor signatures when `--secret` is set.
-    pub(crate) verifier: Option<Verifier>,
+    /// How deliveries are checked (relayed mode).
+    pub(crate) trust: Trust,
+    /// `--max-ingest-requests`: ingest requests that may read a body at once.
+    permits: Arc<Semaphore>,
+    max_requests: usize,
+    /// `--body-read-timeout`.
+    pub(crate) body_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    cursor: Cursor,
+    /// Epochs this host applied and then left for a newer one, newest last.
+    left: VecDeque<Epoch>,
 }
 
 /// Where this host stands in the log.
@@ -36,6 +59,15 @@ pub struct Cursor {
     pub applied: Offset,
 }
 
+impl Cursor {
+    fn position(self) -> Position {
+        Position {
+            applied: self.applied,
+            epoch: self.epoch,
+        }
+    }
+}
+
 /// What a single write (replayed or standalone) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteResult {
@@ -45,27 +77,44 @@ pub enum WriteResult {
     Duplicate(Seq),
 }
 
+/// A replayed request's place in the log, from its (verified) delivery headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Replayed {
+    pub(crate) epoch: Epoch,
+    pub(crate) offset: Offset,
+    /// The offset it follows; `offset - 1` unless the log has a gap there.
+    pub(crate) prev: Offset,
+}
+
 impl IngestLog {
     pub fn new(config: &Config) -> IngestLog {
         let ready = matches!(config.mode, Mode::Standalone { .. });
         metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
+        let trust = if !config.secrets.is_empty() {
+            Trust::Signed(Verifier::new(&config.secrets, config.signature_window))
+        } else if config.insecure_unsigned_ingest {
+            Trust::Unsigned
+        } else {
+            Trust::Nobody
+        };
+        let max_requests = config.max_ingest_requests.clamp(1, Semaphore::MAX_PERMITS);
         IngestLog {
-            cursor: Mutex::new(Cursor::default()),
+            state: Mutex::new(LogState::default()),
             ready: AtomicBool::new(ready),
-            verifier: config
-                .secret
-                .as_deref()
-                .map(|s| Verifier::new([s], DEFAULT_FRESHNESS)),
+            trust,
+            permits: Arc::new(Semaphore::new(max_requests)),
+            max_requests,
+            body_timeout: config.body_read_timeout,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Cursor> {
-        self.cursor.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Where this host stands now.
     pub fn cursor(&self) -> Cursor {
-        *self.lock()
+        self.lock().cursor
     }
 
     /// Caught up with the log since start (standalone: always).
@@ -80,16 +129,34 @@ impl IngestLog {
         }
     }
 
+    /// A slot to read one ingest body in; held until the request is answered.
+    ///
+    /// # Errors
+    /// [`IngestError::Overloaded`] when `--max-ingest-requests` are in flight.
+    pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, IngestError> {
+        Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| IngestError::Overloaded(self.max_requests))
+    }
+
     /// A delivery from `epoch`: the first adopts it; a different one later is a new log, so
-    /// every room is cleared (subscribers get `reset`) and applying starts over.
-    fn enter_epoch(cursor: &mut Cursor, epoch: Epoch, rooms: &Rooms) {
+    /// every room is cleared (subscribers get `reset`) and applying starts over. A log this
+    /// host already left is refused: a re-sent old delivery must not wipe the host.
+    fn enter_epoch(state: &mut LogState, epoch: Epoch, rooms: &Rooms) -> Result<(), IngestError> {
+        let cursor = &mut state.cursor;
         if cursor.epoch == epoch {
-            return;
+            return Ok(());
+        }
+        if state.left.contains(&epoch) {
+            return Err(IngestError::OldEpoch {
+                old: epoch,
+                current: cursor.position(),
+            });
         }
         if cursor.epoch == Epoch::NONE && cursor.applied == Offset::ZERO {
             tracing::info!(%epoch, "applying log");
             cursor.epoch = epoch;
-            return;
+            return Ok(());
         }
         tracing::warn!(
             old = %cursor.epoch,
@@ -98,55 +165,64 @@ impl IngestLog {
             "a new log replaces the one applied: clearing every room and starting over"
         );
         rooms.clear_for_new_log();
+        if state.left.len() == EPOCHS_REMEMBERED {
+            state.left.pop_front();
+        }
+        state.left.push_back(cursor.epoch);
         *cursor = Cursor {
             epoch,
             applied: Offset::ZERO,
         };
         metrics::counter!(telemetry::EPOCH_RESETS).increment(1);
+        Ok(())
     }
 
     /// Apply a parsed batch (signature already checked): records in offset order, each once.
-    /// Returns `Err(ack)` (answer 409) when `prev` is above what was applied.
+    ///
+    /// A record refused on its merits is listed in the ack's `rejected` and consumes its
+    /// offset. A record refused for a condition of this host (the room limit) stops the batch
+    /// there: the ack's `applied` is the offset before it, so the sender sends it again; if
+    /// it is the first new record, the whole batch is refused with that error (`503`), so the
+    /// sender backs off.
     ///
     /// # Errors
-    /// `400` when a record's offset cannot be read or offsets do not increase: nothing applied.
+    /// `BadBatch` when a record's offset cannot be read or offsets do not increase; `OldEpoch`;
+    /// `OutOfOrder` when `prev` is above what was applied; a host condition as above. Nothing
+    /// was applied.
     pub(crate) fn apply_batch(
         &self,
         rooms: &Rooms,
         max_body: usize,
         batch: &Batch,
-    ) -> Result<Result<IngestAck, IngestAck>, ApiError> {
+    ) -> Result<IngestAck, IngestError> {
         let mut offsets = Vec::with_capacity(batch.records.len());
         for r in &batch.records {
             let offset = Record::peek_offset(r).ok_or_else(|| {
-                ApiError::bad_request("bad_batch", "a record is too short to carry an offset")
+                IngestError::BadBatch("a record is too short to carry an offset".into())
             })?;
             if offsets.last().is_some_and(|&last| offset <= last) {
-                return Err(ApiError::bad_request(
-                    "bad_batch",
-                    "record offsets in a batch must strictly increase",
+                return Err(IngestError::BadBatch(
+                    "record offsets in a batch must strictly increase".into(),
                 ));
             }
             offsets.push(offset);
         }
         let header = batch.header;
-        let mut cursor = self.lock();
-        IngestLog::enter_epoch(&mut cursor, header.epoch, rooms);
+        let mut state = self.lock();
+        IngestLog::enter_epoch(&mut state, header.epoch, rooms)?;
         rooms.note_log_head(header.head.max(offsets.last().copied().unwrap_or_default()));
+        let cursor = &mut state.cursor;
         if header.prev > cursor.applied {
-            return Ok(Err(IngestAck {
-                applied: cursor.applied,
-                epoch: cursor.epoch,
-                rejected: Vec::new(),
-            }));
+            return Err(IngestError::OutOfOrder(cursor.position()));
         }
+        let before = cursor.applied;
         let mut rejected = Vec::new();
         for (bytes, &offset) in batch.records.iter().zip(&offsets) {
             if offset <= cursor.applied {
                 continue;
             }
             let result = Record::decode(bytes.clone())
-                .map_err(|e| ApiError::bad_request("bad_record", e.to_string()))
+                .map_err(|e| RecordError::BadRecord(e.to_string()))
                 .and_then(|rec| {
                     apply_write(
                         rooms,
@@ -158,47 +234,60 @@ impl IngestLog {
                         rec.timestamp_ms,
                     )
                 });
-            if let Err(e) = result {
-                rejected.push(reject(offset, &e));
+            match result {
+                Ok(_) => {}
+                Err(e) if e.is_record_fault() => rejected.push(reject(offset, &e)),
+                Err(e) if cursor.applied == before => return Err(IngestError::Record(e)),
+                Err(e) => {
+                    tracing::warn!(%offset, error = %e, "record not applied for now; the rest of the batch waits");
+                    break;
+                }
             }
             cursor.applied = offset;
         }
+        let position = *cursor;
+        drop(state);
         metrics::counter!(telemetry::INGEST_BATCHES).increment(1);
-        metrics::gauge!(telemetry::APPLIED_OFFSET).set(cursor.applied.0 as f64);
-        if cursor.applied >= header.head {
+        metrics::gauge!(telemetry::APPLIED_OFFSET).set(position.applied.0 as f64);
+        if position.applied >= header.head {
             self.set_ready();
         }
-        Ok(Ok(IngestAck {
-            applied: cursor.applied,
-            epoch: cursor.epoch,
+        Ok(IngestAck {
+            applied: position.applied,
+            epoch: position.epoch,
             rejected,
-        }))
+        })
     }
 
-    /// Apply one replayed request: its offset is the seq; at or below applied it is skipped.
-    /// A write refused on its merits (4xx) still consumes its offset (reflektor dead-letters it
-    /// and moves on); a 503 does not, so reflektor's retry applies it later.
+    /// Apply one replayed request: its offset is the seq. At or below applied it is a
+    /// duplicate, skipped. It must follow what was applied: its `prev` (`offset - 1` unless
+    /// the log has a gap there) at or below applied, else `OutOfOrder`. A write refused on its
+    /// merits still consumes its offset (reflektor dead-letters it and the next offset is in
+    /// order); a refusal that is not the write's fault (the room limit) does not.
     /// Replay carries no log head, so a replay-fed host is ready from its first delivery.
     ///
     /// # Errors
-    /// The write's own refusal.
+    /// `OldEpoch`, `OutOfOrder`, or the write's own refusal.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn apply_replayed(
         &self,
         rooms: &Rooms,
         max_body: usize,
-        epoch: Epoch,
-        offset: Offset,
+        at: Replayed,
         method: Method,
         path: &str,
         body: &Bytes,
         ts_ms: u64,
-    ) -> Result<WriteResult, ApiError> {
-        let mut cursor = self.lock();
-        IngestLog::enter_epoch(&mut cursor, epoch, rooms);
-        rooms.note_log_head(offset);
-        if offset <= cursor.applied {
-            return Ok(WriteResult::Duplicate(Seq::from(offset)));
+    ) -> Result<WriteResult, IngestError> {
+        let mut state = self.lock();
+        IngestLog::enter_epoch(&mut state, at.epoch, rooms)?;
+        rooms.note_log_head(at.offset);
+        let cursor = &mut state.cursor;
+        if at.offset <= cursor.applied {
+            return Ok(WriteResult::Duplicate(Seq::from(at.offset)));
+        }
+        if at.prev > cursor.applied {
+            return Err(IngestError::OutOfOrder(cursor.position()));
         }
         let result = apply_write(
             rooms,
@@ -206,24 +295,23 @@ impl IngestLog {
             method,
             path,
             body,
-            Seq::from(offset),
+            Seq::from(at.offset),
             ts_ms,
         );
         if let Err(e) = &result
-            && e.status.is_server_error()
+            && !e.is_record_fault()
         {
-            // A passing condition (the room limit): leave the offset for reflektor's retry.
-            return Err(e.clone());
+            return Err(IngestError::Record(e.clone()));
         }
-        cursor.applied = offset;
-        metrics::gauge!(telemetry::APPLIED_OFFSET).set(offset.0 as f64);
-        drop(cursor);
+        cursor.applied = at.offset;
+        drop(state);
+        metrics::gauge!(telemetry::APPLIED_OFFSET).set(at.offset.0 as f64);
         self.set_ready();
         match result {
-            Ok(outcome) => Ok(WriteResult::Applied(Seq::from(offset), outcome)),
+            Ok(outcome) => Ok(WriteResult::Applied(Seq::from(at.offset), outcome)),
             Err(e) => {
-                count_rejected(&e);
-                Err(e)
+                count_rejected(&ApiError::from(e.clone()));
+                Err(IngestError::Record(e))
             }
         }
     }
@@ -241,12 +329,14 @@ impl IngestLog {
         path: &str,
         body: &Bytes,
         ts_ms: u64,
-    ) -> Result<WriteResult, ApiError> {
-        let mut cursor = self.lock();
+    ) -> Result<WriteResult, IngestError> {
+        let mut state = self.lock();
+        let cursor = &mut state.cursor;
         let seq = cursor.applied.next();
         let outcome = apply_write(rooms, max_body, method, path, body, Seq::from(seq), ts_ms)
-            .inspect_err(count_rejected)?;
+            .inspect_err(|e| count_rejected(&ApiError::from(e.clone())))?;
         cursor.applied = seq;
+        drop(state);
         rooms.note_log_head(seq);
         metrics::gauge!(telemetry::APPLIED_OFFSET).set(seq.0 as f64);
         Ok(WriteResult::Applied(Seq::from(seq), outcome))
@@ -258,8 +348,9 @@ fn count_rejected(e: &ApiError) {
         .increment(1);
 }
 
-fn reject(offset: Offset, e: &ApiError) -> Rejection {
-    count_rejected(e);
+fn reject(offset: Offset, e: &RecordError) -> Rejection {
+    let e = ApiError::from(e.clone());
+    count_rejected(&e);
     tracing::debug!(%offset, status = %e.status, code = e.code, message = %e.message, "record rejected");
     Rejection {
         offset,

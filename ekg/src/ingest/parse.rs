@@ -5,21 +5,23 @@ use bytes::Bytes;
 use serde::Deserialize;
 use shared::Method;
 
-use crate::http::ApiError;
+use super::RecordError;
 use crate::rooms::{MAX_NAME_LEN, MessageId, RoomId, RoomOp};
 
-/// Parse one write. `path` has no query. `max_body` is `--max-message-bytes`.
+/// Parse one write. `path` has no query. `max_body` is `--max-message-bytes`. A body is
+/// UTF-8 JSON or refused: the same bytes go to every transport, so they must be text.
 ///
 /// # Errors
-/// 404 for a path outside the write API, 405 for a method it does not take, 413 for a body
-/// over `max_body`, 400 for a bad room, id or body.
+/// [`RecordError::NoRoute`] for a path outside the write API, `MethodNotAllowed` for a method
+/// it does not take, `TooLarge` for a body over `max_body`, `NotUtf8`, `BadJson`, ... for a
+/// bad room, id or body.
 pub fn parse_write(
     method: Method,
     path: &str,
     body: &Bytes,
     max_body: usize,
-) -> Result<(RoomId, RoomOp), ApiError> {
-    let rest = path.strip_prefix("/rooms/").ok_or_else(no_route)?;
+) -> Result<(RoomId, RoomOp), RecordError> {
+    let rest = path.strip_prefix("/rooms/").ok_or(RecordError::NoRoute)?;
     let segments: Vec<&str> = rest.split('/').collect();
     let (room, op) = match (method, segments.as_slice()) {
         (Method::Post, [room, "messages"]) => (room, Kind::Post),
@@ -27,23 +29,23 @@ pub fn parse_write(
         (Method::Delete, [room, "messages", id]) => (room, Kind::Delete(id)),
         (Method::Post, [room, "events"]) => (room, Kind::Event),
         (_, [_, "messages"] | [_, "messages", _] | [_, "events"]) => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!(
-                    "{} is not part of the room write API for {path}",
-                    method.as_str()
-                ),
-            ));
+            return Err(RecordError::MethodNotAllowed {
+                method: method.as_str(),
+                path: path.to_owned(),
+            });
         }
-        _ => return Err(no_route()),
+        _ => return Err(RecordError::NoRoute),
     };
     let room = RoomId::parse(room)?;
     if body.len() > max_body {
-        return Err(ApiError::too_large(format!(
-            "the body is {} bytes; the limit is {max_body}",
-            body.len()
-        )));
+        return Err(RecordError::TooLarge {
+            len: body.len(),
+            max: max_body,
+        });
+    }
+    // serde_json checks UTF-8 only in the strings it decodes, not in those it skips.
+    if std::str::from_utf8(body).is_err() {
+        return Err(RecordError::NotUtf8);
     }
     let op = match op {
         Kind::Post => {
@@ -66,10 +68,7 @@ pub fn parse_write(
         Kind::Event => {
             let e: EventBody = serde_json::from_slice(body).map_err(bad_json)?;
             if e.kind.is_empty() || e.kind.len() > MAX_NAME_LEN {
-                return Err(ApiError::bad_request(
-                    "bad_event",
-                    "an event's \"type\" is a string of 1-128 characters",
-                ));
+                return Err(RecordError::BadEventType);
             }
             let data = serde_json::to_vec(&e.data).map_err(bad_json)?;
             RoomOp::Event {
@@ -105,14 +104,11 @@ enum IdValue {
 }
 
 impl IdValue {
-    fn into_id(self) -> Result<MessageId, ApiError> {
+    fn into_id(self) -> Result<MessageId, RecordError> {
         match self {
-            IdValue::Text(s) => MessageId::parse(&s),
-            IdValue::Number(n) if n.is_u64() || n.is_i64() => MessageId::parse(&n.to_string()),
-            _ => Err(ApiError::bad_request(
-                "bad_message_id",
-                "a message's \"id\" is a string or an integer",
-            )),
+            IdValue::Text(s) => Ok(MessageId::parse(&s)?),
+            IdValue::Number(n) if n.is_u64() || n.is_i64() => Ok(MessageId::parse(&n.to_string())?),
+            _ => Err(RecordError::BadIdType),
         }
     }
 }
@@ -128,7 +124,7 @@ struct EventBody {
 }
 
 /// The body, trimmed, if it is a JSON object (syntax checked by the caller's parse).
-fn json_object(body: &Bytes) -> Result<Bytes, ApiError> {
+fn json_object(body: &Bytes) -> Result<Bytes, RecordError> {
     let start = body
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -138,27 +134,22 @@ fn json_object(body: &Bytes) -> Result<Bytes, ApiError> {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |i| i + 1);
     if body.get(start) != Some(&b'{') {
-        return Err(ApiError::bad_request(
-            "bad_json",
-            "the body must be a JSON object",
+        return Err(RecordError::BadJson(
+            "the body must be a JSON object".into(),
         ));
     }
     Ok(body.slice(start..end))
 }
 
-fn bad_json(e: serde_json::Error) -> ApiError {
-    ApiError::bad_request("bad_json", format!("the body is not valid JSON: {e}"))
-}
-
-fn no_route() -> ApiError {
-    ApiError::not_found("no_route", "not a room write API path")
+fn bad_json(e: serde_json::Error) -> RecordError {
+    RecordError::BadJson(format!("the body is not valid JSON: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(method: Method, path: &str, body: &str) -> Result<(RoomId, RoomOp), ApiError> {
+    fn parse(method: Method, path: &str, body: &str) -> Result<(RoomId, RoomOp), RecordError> {
         parse_write(method, path, &Bytes::from(body.to_owned()), 1024)
     }
 
@@ -185,7 +176,11 @@ mod tests {
     #[test]
     fn bad_writes_get_their_own_status() {
         let big = "x".repeat(2000);
-        let status = |m, p, b| parse(m, p, b).unwrap_err().status.as_u16();
+        let status = |m, p, b| {
+            crate::http::ApiError::from(parse(m, p, b).unwrap_err())
+                .status
+                .as_u16()
+        };
         assert_eq!(status(Method::Post, "/rooms/a b/messages", "{}"), 400);
         assert_eq!(status(Method::Post, "/rooms/a/messages", "[1]"), 400);
         assert_eq!(status(Method::Post, "/rooms/a/messages", "{\"x\":"), 400);
@@ -202,6 +197,23 @@ mod tests {
         assert_eq!(status(Method::Post, "/elsewhere", "{}"), 404);
         assert_eq!(status(Method::Post, "/rooms/a/events", "{\"data\":1}"), 400);
         assert_eq!(status(Method::Put, "/rooms/a/messages/1", "nope"), 400);
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_on_every_write() {
+        // Invalid UTF-8 inside a string serde_json would only skip: the id probe reads `id`.
+        let bytes = Bytes::from_static(b"{\"id\":\"m\",\"t\":\"\xff\xfe\"}");
+        for (method, path) in [
+            (Method::Post, "/rooms/a/messages"),
+            (Method::Put, "/rooms/a/messages/m"),
+            (Method::Post, "/rooms/a/events"),
+        ] {
+            assert_eq!(
+                parse_write(method, path, &bytes, 1024).unwrap_err(),
+                RecordError::NotUtf8,
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@
 //! - A new log (epoch) retires every room: subscribers get `reset` (`new_log`) and their live
 //!   channel closes; the rooms are rebuilt from the new log.
 //! - Lock order: registry entry, then room mutex. No lock is held across an await.
+//! - Refusals are [`RoomError`]s, in the rooms' own terms; `http/errors.rs` maps them to HTTP
+//!   and ingest decides from [`RoomError::is_op_fault`] whether a refusal is the record's.
 //!
 //! # Lifetime
 //! Rooms are created on first write or subscribe (at most `--max-rooms`). One sweeper task
@@ -36,6 +38,7 @@
 //! [`registry::ROOM_IDLE_AFTER`].
 
 mod connections;
+mod error;
 mod frame;
 pub mod history;
 mod name;
@@ -46,6 +49,7 @@ mod room;
 mod tests;
 
 pub use connections::{ConnectionLimiter, ConnectionPermit, Transport};
+pub use error::RoomError;
 pub use frame::{Frame, Seq};
 pub use history::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, Retention};
 pub use name::{MAX_NAME_LEN, MessageId, RoomId};

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::http::ApiError;
+use super::RoomError;
 
 /// Longest room name or message id.
 pub const MAX_NAME_LEN: usize = 128;
@@ -21,15 +21,12 @@ pub struct RoomId(Arc<str>);
 
 impl RoomId {
     /// # Errors
-    /// `400 bad_room` unless `s` matches `[A-Za-z0-9_.:-]{1,128}`.
-    pub fn parse(s: &str) -> Result<RoomId, ApiError> {
+    /// [`RoomError::BadRoomName`] unless `s` matches `[A-Za-z0-9_.:-]{1,128}`.
+    pub fn parse(s: &str) -> Result<RoomId, RoomError> {
         if valid_name(s) {
             Ok(RoomId(Arc::from(s)))
         } else {
-            Err(ApiError::bad_request(
-                "bad_room",
-                "room names are 1-128 characters of A-Z a-z 0-9 _ . : -",
-            ))
+            Err(RoomError::BadRoomName)
         }
     }
 
@@ -57,15 +54,12 @@ pub struct MessageId(Arc<str>);
 
 impl MessageId {
     /// # Errors
-    /// `400 bad_message_id` unless `s` matches `[A-Za-z0-9_.:-]{1,128}`.
-    pub fn parse(s: &str) -> Result<MessageId, ApiError> {
+    /// [`RoomError::BadMessageId`] unless `s` matches `[A-Za-z0-9_.:-]{1,128}`.
+    pub fn parse(s: &str) -> Result<MessageId, RoomError> {
         if valid_name(s) {
             Ok(MessageId(Arc::from(s)))
         } else {
-            Err(ApiError::bad_request(
-                "bad_message_id",
-                "message ids are 1-128 characters of A-Z a-z 0-9 _ . : -",
-            ))
+            Err(RoomError::BadMessageId)
         }
     }
 
@@ -96,9 +90,7 @@ mod tests {
             assert_eq!(RoomId::parse(ok).unwrap().as_str(), ok);
         }
         for bad in ["", "a b", "a/b", "é", "room?", &"x".repeat(129), "%2e"] {
-            let err = RoomId::parse(bad).unwrap_err();
-            assert_eq!(err.status, 400, "{bad:?}");
-            assert_eq!(err.code, "bad_room");
+            assert_eq!(RoomId::parse(bad), Err(RoomError::BadRoomName), "{bad:?}");
         }
     }
 }

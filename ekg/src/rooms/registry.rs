@@ -7,11 +7,11 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
+use super::RoomError;
 use super::frame::Seq;
 use super::history::{Delta, Retention};
 use super::name::RoomId;
 use super::room::{ApplyError, Outcome, Room, RoomOp, Subscription, now_ms};
-use crate::http::ApiError;
 use crate::telemetry;
 
 /// How often the sweeper runs.
@@ -78,16 +78,15 @@ impl Rooms {
     /// The room, created empty if new.
     ///
     /// # Errors
-    /// `503 too_many_rooms` when `--max-rooms` rooms exist already.
-    pub fn get_or_create(&self, id: &RoomId) -> Result<Arc<Room>, ApiError> {
+    /// [`RoomError::TooManyRooms`] when `--max-rooms` rooms exist already.
+    pub fn get_or_create(&self, id: &RoomId) -> Result<Arc<Room>, RoomError> {
         if let Some(room) = self.get(id) {
             return Ok(room);
         }
         if self.map.len() >= self.max_rooms {
-            return Err(ApiError::unavailable(
-                "too_many_rooms",
-                format!("this host holds its limit of {} rooms", self.max_rooms),
-            ));
+            return Err(RoomError::TooManyRooms {
+                max: self.max_rooms,
+            });
         }
         let room = self
             .map
@@ -101,8 +100,8 @@ impl Rooms {
     /// `get_or_create` + `subscribe`: it retries if the room is retired in between.
     ///
     /// # Errors
-    /// `503 too_many_rooms`.
-    pub fn subscribe(&self, id: &RoomId, after: Option<Seq>) -> Result<Subscription, ApiError> {
+    /// [`RoomError::TooManyRooms`].
+    pub fn subscribe(&self, id: &RoomId, after: Option<Seq>) -> Result<Subscription, RoomError> {
         loop {
             let room = self.get_or_create(id)?;
             if let Some(sub) = room.try_subscribe(after) {
@@ -115,15 +114,15 @@ impl Rooms {
     /// Apply one op to a room at `seq` (the one place room state changes).
     ///
     /// # Errors
-    /// The op's refusal (404 unknown message, 422 duplicate id, 503 too many rooms); nothing
-    /// was changed.
+    /// The op's refusal (unknown message, duplicate id, too many rooms...); nothing was
+    /// changed.
     pub fn apply(
         &self,
         id: &RoomId,
         seq: Seq,
         ts_ms: u64,
         op: &RoomOp,
-    ) -> Result<Outcome, ApiError> {
+    ) -> Result<Outcome, RoomError> {
         loop {
             let room = self.get_or_create(id)?;
             match room.apply(seq, ts_ms, op) {

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use super::RoomError;
 use super::frame::{Frame, Seq};
 use super::history::{Cursor, Delta, History, Page};
 use super::name::{MessageId, RoomId};
 use super::registry::Shared;
-use crate::http::ApiError;
 
 /// One change to a room, already parsed and validated as far as it can be without the room.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub(crate) enum ApplyError {
     /// The room was removed from the registry; apply to the room that replaces it.
     Retired,
     /// Refused on its merits.
-    Refused(ApiError),
+    Refused(RoomError),
 }
 
 /// What `GET /rooms/{room}` shows.
@@ -283,10 +283,10 @@ impl Room {
             return Err(ApplyError::Retired);
         }
         if seq <= state.head {
-            return Err(ApplyError::Refused(ApiError::conflict(
-                "stale_seq",
-                format!("seq {seq} is not above the room's head {}", state.head),
-            )));
+            return Err(ApplyError::Refused(RoomError::StaleSeq {
+                seq,
+                head: state.head,
+            }));
         }
         let mut delta = Delta::default();
         let (kind, frame, store) = match op {
@@ -296,10 +296,10 @@ impl Room {
                     None => MessageId::parse(&seq.to_string()).map_err(ApplyError::Refused)?,
                 };
                 if state.history.contains_message(&id) {
-                    return Err(ApplyError::Refused(ApiError::unprocessable(
-                        "duplicate_id",
-                        format!("message {id} already exists in room {}", self.id),
-                    )));
+                    return Err(ApplyError::Refused(RoomError::DuplicateId {
+                        room: self.id.clone(),
+                        id,
+                    }));
                 }
                 let frame = Arc::new(Frame::event(
                     seq,
@@ -420,8 +420,11 @@ fn add(total: &mut Delta, d: Delta) {
     total.messages += d.messages;
 }
 
-fn unknown_message(room: &RoomId, id: &MessageId) -> ApiError {
-    ApiError::not_found("unknown_message", format!("no message {id} in room {room}"))
+fn unknown_message(room: &RoomId, id: &MessageId) -> RoomError {
+    RoomError::UnknownMessage {
+        room: room.clone(),
+        id: id.clone(),
+    }
 }
 
 /// `{"type":"reset","reason":R,"oldest":N}`.

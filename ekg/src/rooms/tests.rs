@@ -168,19 +168,16 @@ fn updating_an_unknown_message_is_refused_and_changes_nothing() {
         data: Bytes::from_static(b"{}"),
     };
     let err = rooms.apply(&room("a"), Seq(2), now_ms(), &put).unwrap_err();
-    assert_eq!(err.status, 404);
+    assert!(matches!(err, RoomError::UnknownMessage { .. }), "{err:?}");
     assert_eq!(rooms.get(&room("a")).unwrap().head(), Seq(1));
     let dup = RoomOp::Post {
         id: Some(MessageId::parse("x").unwrap()),
         data: Bytes::from_static(b"{}"),
     };
-    assert_eq!(
-        rooms
-            .apply(&room("a"), Seq(3), now_ms(), &dup)
-            .unwrap_err()
-            .status,
-        422
-    );
+    assert!(matches!(
+        rooms.apply(&room("a"), Seq(3), now_ms(), &dup),
+        Err(RoomError::DuplicateId { .. })
+    ));
 }
 
 #[test]
@@ -358,7 +355,10 @@ fn the_room_limit_refuses_new_rooms_only() {
     );
     rooms.get_or_create(&room("a")).unwrap();
     rooms.get_or_create(&room("b")).unwrap();
-    assert_eq!(rooms.get_or_create(&room("c")).unwrap_err().status, 503);
+    assert_eq!(
+        rooms.get_or_create(&room("c")).unwrap_err(),
+        RoomError::TooManyRooms { max: 2 }
+    );
     assert!(rooms.get_or_create(&room("a")).is_ok());
 }
 
