@@ -171,9 +171,22 @@ pub fn router(state: AppState) -> Router {
             post(ops::hosts::redrive).fallback(only("POST")),
         )
         .route_layer(from_fn_with_state(state.clone(), ops::hosts::require_token));
+    // The page's files hold no data and are served without a token; the page sends the token
+    // the operator types to the endpoints above.
+    let ui = Router::new()
+        .route("/_reflektor/ui", get(ops::ui::index).fallback(only("GET")))
+        .route(
+            "/_reflektor/ui/ops.js",
+            get(ops::ui::script).fallback(only("GET")),
+        )
+        .route(
+            "/_reflektor/ui/ops.css",
+            get(ops::ui::style).fallback(only("GET")),
+        );
     let cors = cors_layer(&state.config);
     let app = Router::new()
         .merge(ops)
+        .merge(ui)
         .route("/metrics", get(ops::metrics_text).fallback(intake::intake))
         .route("/healthz", get(ops::healthz).fallback(intake::intake))
         .route("/readyz", get(ops::readyz).fallback(intake::intake))
