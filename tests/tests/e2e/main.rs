@@ -8,10 +8,14 @@
 //! - `host_faults`: an ekg host killed and rebuilt empty, stopped and resumed, and drained by SIGTERM.
 //! - `lagging`: a client that stops reading is cut off; the room and the server's memory are fine.
 //! - `bad_input`: a sweep of malformed requests, each with its documented answer.
+//! - `ekg_trust`: ekg's trust boundary attacked on the real binary: unsigned start, forged, v1
+//!   and stale signatures, redirected and old-epoch deliveries, offset gaps, non-UTF-8 bodies,
+//!   half-sent headers, slow bodies, the ingest concurrency bound.
 //! - `logs`: JSON log lines on both binaries; SIGTERM right after the listening line exits 0.
 //! - `prometheus`: the shipped dashboard and alert rules, through promtool and a real Prometheus.
 
 mod bad_input;
+mod ekg_trust;
 mod fanout;
 mod host_faults;
 mod lagging;
