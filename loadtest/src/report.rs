@@ -3,7 +3,7 @@
 //! Each task records into its own `Histogram<u64>` in microseconds (1 µs .. 60 s, 3 significant
 //! digits) and the histograms are merged with `add` when the run ends, so no lock is taken on
 //! the hot path. Throughput over time comes from a shared counter sampled at a fixed period.
-//! A run writes `<out>/<scenario>-<label>.json` and `<out>/<scenario>-<label>.svg`; the SVG is
+//! A run writes `<out>/<scenario>-<label>-<target>.json` and `.svg`; the SVG is
 //! written by hand (latency by percentile on the left, throughput over time on the right).
 
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ pub(crate) fn merge<'a>(hs: impl IntoIterator<Item = &'a Histogram<u64>>) -> His
 const PERCENTILES: [f64; 4] = [50.0, 90.0, 99.0, 99.9];
 
 /// What a histogram says, in microseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct LatencySummary {
     pub(crate) count: u64,
     pub(crate) mean_us: f64,
@@ -167,11 +167,24 @@ impl Timeline {
     }
 }
 
+/// The 1-minute load average when the harness started (see [`note_start`]).
+static LOADAVG_AT_START: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// Remember the load average at the start of the run, for the report.
+pub(crate) fn note_start() {
+    if let Some(l) = crate::spawn::loadavg_1m() {
+        let _set_once = LOADAVG_AT_START.set(l);
+    }
+}
+
 /// One run's results.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub(crate) struct Report {
     pub(crate) scenario: String,
     pub(crate) label: String,
+    /// What was driven: `ours`, `nchan`, `limit-*`, or `external` (given URLs).
+    #[serde(default)]
+    pub(crate) target: String,
     /// Unix seconds at the end of the run.
     pub(crate) finished_at: u64,
     /// The scenario's parameters as given.
@@ -188,10 +201,16 @@ pub(crate) struct Report {
 }
 
 impl Report {
-    pub(crate) fn new(scenario: &str, label: &str, params: serde_json::Value) -> Report {
+    pub(crate) fn new(
+        scenario: &str,
+        label: &str,
+        target: &str,
+        params: serde_json::Value,
+    ) -> Report {
         Report {
             scenario: scenario.to_owned(),
             label: label.to_owned(),
+            target: target.to_owned(),
             finished_at: 0,
             params,
             figures: BTreeMap::new(),
@@ -217,7 +236,13 @@ impl Report {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        println!("== {} [{}]", self.scenario, self.label);
+        if let Some(l) = LOADAVG_AT_START.get() {
+            self.figure("loadavg_1m_at_start", *l);
+        }
+        if let Some(l) = crate::spawn::loadavg_1m() {
+            self.figure("loadavg_1m_at_end", l);
+        }
+        println!("== {} [{}] {}", self.scenario, self.label, self.target);
         for (k, v) in &self.figures {
             if v.fract() == 0.0 && v.abs() < 1e15 {
                 println!("  {k:<28} {}", *v as i64);
@@ -232,7 +257,12 @@ impl Report {
             println!("  note: {n}");
         }
         std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
-        let stem = format!("{}-{}", self.scenario, sanitize(&self.label));
+        let stem = format!(
+            "{}-{}-{}",
+            self.scenario,
+            sanitize(&self.label),
+            sanitize(&self.target)
+        );
         let json_path: PathBuf = out.join(format!("{stem}.json"));
         std::fs::write(&json_path, serde_json::to_vec_pretty(&self)?)
             .with_context(|| format!("write {}", json_path.display()))?;
@@ -245,105 +275,122 @@ impl Report {
 
     /// Latency by percentile (log "nines" axis) and throughput over time, side by side.
     pub(crate) fn svg(&self) -> String {
-        let (w, h) = (960.0, 400.0);
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">"#
-        );
-        let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{} [{}]</text>"#,
-            w / 2.0,
-            esc(&self.scenario),
-            esc(&self.label)
-        );
-        // Left panel: latency by percentile.
-        let panel = Panel {
-            x: 60.0,
-            y: 40.0,
-            w: 380.0,
-            h: 300.0,
-        };
-        let series: Vec<(&String, Vec<(f64, f64)>)> = self
+        let curves: Vec<(String, &[(f64, u64)])> = self
             .latencies
             .iter()
-            .map(|(k, l)| {
-                (
-                    k,
-                    l.curve
-                        .iter()
-                        .map(|&(p, v)| (nines(p), v as f64 / 1e3))
-                        .collect(),
-                )
-            })
+            .map(|(k, l)| (k.clone(), l.curve.as_slice()))
             .collect();
-        let ymax = nice_max(
-            series
-                .iter()
-                .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
-                .fold(0.0, f64::max),
-        );
-        let xmax = nines(99.999);
-        panel.axes(&mut s, "percentile", "latency (ms)", ymax);
-        for (label, p) in [
-            ("50", 50.0),
-            ("90", 90.0),
-            ("99", 99.0),
-            ("99.9", 99.9),
-            ("99.99", 99.99),
-            ("99.999", 99.999),
-        ] {
-            let x = panel.x + nines(p) / xmax * panel.w;
-            let _ = write!(
-                s,
-                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
-                panel.y + panel.h + 14.0
-            );
-        }
-        let colors = [
-            "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-        ];
-        for (i, (label, pts)) in series.iter().enumerate() {
-            let color = colors[i % colors.len()];
-            panel.polyline(&mut s, pts, xmax, ymax, color);
-            let _ = write!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" fill="{color}">{}</text>"#,
-                panel.x + 8.0,
-                panel.y + 14.0 + 14.0 * i as f64,
-                esc(label)
-            );
-        }
-        // Right panel: throughput over time.
-        let panel = Panel {
-            x: 540.0,
-            y: 40.0,
-            w: 380.0,
-            h: 300.0,
-        };
-        let tmax = self.timeline.iter().map(|p| p.0).fold(1.0, f64::max);
-        let rmax = nice_max(self.timeline.iter().map(|p| p.1).fold(0.0, f64::max));
-        panel.axes(
-            &mut s,
-            "seconds",
+        plot(
+            &format!("{} [{}] {}", self.scenario, self.label, self.target),
+            &curves,
+            &[(self.timeline_label.clone(), self.timeline.as_slice())],
             &format!("{} per second", self.timeline_label),
-            rmax,
-        );
-        for i in 0..=4 {
-            let t = tmax * i as f64 / 4.0;
-            let _ = write!(
-                s,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0}</text>"#,
-                panel.x + panel.w * i as f64 / 4.0,
-                panel.y + panel.h + 14.0
-            );
-        }
-        panel.polyline(&mut s, &self.timeline, tmax, rmax, colors[0]);
-        s.push_str("</svg>\n");
-        s
+        )
     }
+}
+
+/// Series colours, in order.
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+
+/// An SVG of latency curves (`(percentile, µs)` per series, log "nines" axis) on the left and
+/// throughput timelines (`(s, per second)` per series) on the right, with a legend each.
+pub(crate) fn plot(
+    title: &str,
+    curves: &[(String, &[(f64, u64)])],
+    timelines: &[(String, &[(f64, f64)])],
+    rate_label: &str,
+) -> String {
+    let (w, h) = (960.0, 400.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = write!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
+        w / 2.0,
+        esc(title)
+    );
+    // Left panel: latency by percentile.
+    let panel = Panel {
+        x: 60.0,
+        y: 40.0,
+        w: 380.0,
+        h: 300.0,
+    };
+    let series: Vec<(&String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|(k, curve)| {
+            (
+                k,
+                curve
+                    .iter()
+                    .map(|&(p, v)| (nines(p), v as f64 / 1e3))
+                    .collect(),
+            )
+        })
+        .collect();
+    let ymax = nice_max(
+        series
+            .iter()
+            .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+            .fold(0.0, f64::max),
+    );
+    let xmax = nines(99.999);
+    panel.axes(&mut s, "percentile", "latency (ms)", ymax);
+    for (label, p) in [
+        ("50", 50.0),
+        ("90", 90.0),
+        ("99", 99.0),
+        ("99.9", 99.9),
+        ("99.99", 99.99),
+        ("99.999", 99.999),
+    ] {
+        let x = panel.x + nines(p) / xmax * panel.w;
+        let _ = write!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+            panel.y + panel.h + 14.0
+        );
+    }
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        panel.polyline(&mut s, pts, xmax, ymax, color);
+        panel.legend(&mut s, i, label, color);
+    }
+    // Right panel: throughput over time.
+    let panel = Panel {
+        x: 540.0,
+        y: 40.0,
+        w: 380.0,
+        h: 300.0,
+    };
+    let all = || timelines.iter().flat_map(|(_, pts)| pts.iter());
+    let tmax = all().map(|p| p.0).fold(1.0, f64::max);
+    let rmax = nice_max(all().map(|p| p.1).fold(0.0, f64::max));
+    panel.axes(&mut s, "seconds", rate_label, rmax);
+    for i in 0..=4 {
+        let t = tmax * i as f64 / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0}</text>"#,
+            panel.x + panel.w * i as f64 / 4.0,
+            panel.y + panel.h + 14.0
+        );
+    }
+    for (i, (label, pts)) in timelines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        panel.polyline(&mut s, pts, tmax, rmax, color);
+        if timelines.len() > 1 {
+            panel.legend(&mut s, i, label, color);
+        }
+    }
+    s.push_str("</svg>\n");
+    s
 }
 
 /// The x position of percentile `p` on a "nines" axis: -log10(1 - p/100).
@@ -408,6 +455,16 @@ impl Panel {
         );
     }
 
+    fn legend(&self, s: &mut String, i: usize, label: &str, color: &str) {
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" fill="{color}">{}</text>"#,
+            self.x + 8.0,
+            self.y + 14.0 + 14.0 * i as f64,
+            esc(label)
+        );
+    }
+
     fn polyline(&self, s: &mut String, pts: &[(f64, f64)], xmax: f64, ymax: f64, color: &str) {
         let mut d = String::new();
         for &(x, y) in pts {
@@ -453,7 +510,7 @@ fn sanitize(s: &str) -> String {
 }
 
 impl Report {
-    /// Record the cores each process used between two [`crate::server::cpu_snapshot`]s.
+    /// Record the cores each process used between two [`crate::spawn::cpu_snapshot`]s.
     pub(crate) fn cpu(&mut self, before: &[(String, f64)], after: &[(String, f64)], secs: f64) {
         for ((name, b), (_, a)) in before.iter().zip(after) {
             self.figure(
@@ -481,7 +538,7 @@ mod tests {
         assert_eq!(l.count, 1000);
         assert!((495..=505).contains(&l.p50_us));
         assert!(l.max_us >= 1000);
-        let mut r = Report::new("intake", "x<y", serde_json::json!({}));
+        let mut r = Report::new("intake", "x<y", "ours", serde_json::json!({}));
         r.latency("202", &m);
         r.timeline = vec![(0.5, 10.0), (1.0, 20.0)];
         let svg = r.svg();

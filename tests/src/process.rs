@@ -8,16 +8,18 @@
 //!   `RUST_LOG` if set, else the launch's filter, `info` by default; none at all with
 //!   [`Launch::default_log_filter`]), `RUST_BACKTRACE=1`, and what [`Launch::env`] adds.
 //! - **Port 0 and the announcement.** reflektor and ekg get `--listen 127.0.0.1:0` (or a given
-//!   address) and print `NAME listening on http://ADDR` on stdout once serving; the address is
+//!   address) after the launch's arguments (so a subcommand or a wrapper such as `taskset` may
+//!   come first) and print `NAME listening on http://ADDR` on stdout once serving; the address is
 //!   read from that line within a deadline. Stdout is drained afterwards so the child never
 //!   blocks on a full pipe. A process that prints no such line (nginx, nats-server) is ready
 //!   when its port accepts a connection ([`Launch::ready_on_port`]).
 //! - **stderr in a file.** Each start writes stderr to its own `NAME.N.log` in the launch's
 //!   directory (created exclusively, so several processes of one name never share a file); a
 //!   failed start reports its tail, and [`Service::stderr`] reads every run's lines.
-//! - **Ends with its handle.** The child is SIGKILLed (by its own pid, which stays ours until
-//!   it is reaped) when the [`Service`] drops, so a failing test or an aborted benchmark never
-//!   leaves a process behind. [`Service::terminate`] is SIGTERM and a bounded wait;
+//! - **Ends with its handle.** The child and its direct children (nginx's workers) are
+//!   SIGKILLed by pid (the child's stays ours until it is reaped) when the [`Service`] drops or
+//!   on [`Service::kill`], so a failing test or an aborted benchmark never leaves a process
+//!   behind. [`Service::terminate`] is SIGTERM and a bounded wait;
 //!   [`Service::signal`] sends any [`Signal`] with kill(2).
 //!
 //! Binaries are found by [`binary`]: `$NAME_BIN` if set, else next to the running executable
@@ -232,10 +234,10 @@ impl Launch {
     pub async fn run_to_exit(self, timeout: Duration) -> Result<Exited> {
         let log = next_log(&self.dir, &self.name)?;
         let mut cmd = self.command(Stdio::from(log.1));
+        cmd.args(&self.args);
         if let Ready::Announce(addr) = self.ready {
             cmd.arg("--listen").arg(addr.to_string());
         }
-        cmd.args(&self.args);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("spawn {}", self.bin.display()))?;
@@ -300,10 +302,10 @@ impl Service {
         let (log_path, log) = next_log(&self.launch.dir, &self.launch.name)?;
         self.logs.push(log_path);
         let mut cmd = self.launch.command(Stdio::from(log));
+        cmd.args(&self.launch.args);
         if let Ready::Announce(_) = self.launch.ready {
             cmd.arg("--listen").arg(self.addr.to_string());
         }
-        cmd.args(&self.launch.args);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("spawn {}", self.launch.bin.display()))?;
@@ -407,6 +409,7 @@ impl Service {
     /// # Errors
     /// The kill failed.
     pub async fn kill(&mut self) -> Result<()> {
+        self.kill_tree();
         if let Some(mut child) = self.child.take() {
             child.kill().await.context("kill")?;
         }
@@ -471,6 +474,30 @@ impl Service {
         text[start..].to_owned()
     }
 
+    /// Pids of the process's direct children (e.g. nginx's workers), from /proc.
+    pub fn children(&self) -> Vec<u32> {
+        self.pid().map(children).unwrap_or_default()
+    }
+
+    /// SIGKILL the process, then the direct children it had: in this order, so a parent that
+    /// restarts its children (nginx's master) cannot replace one. A child keeps its pid until
+    /// it is reaped, and the process stays ours (unreaped) until `Child::kill`/`wait`.
+    fn kill_tree(&self) {
+        let children = self.children();
+        if self.pid().is_some() {
+            let _gone = self.signal(Signal::Kill);
+        }
+        for pid in children {
+            if let Some(pid) = i32::try_from(pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                // Already gone is fine.
+                let _gone = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+
     /// The current run's stderr log file.
     pub fn log_path(&self) -> Option<&Path> {
         self.logs.last().map(PathBuf::as_path)
@@ -493,6 +520,32 @@ impl Service {
     pub fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds(self.pid()?)
     }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // tokio reaps the child afterwards (`kill_on_drop`).
+        self.kill_tree();
+    }
+}
+
+/// Pids of the direct children of `pid`, from `/proc/PID/task/*/children`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Create `dir/NAME.N.log` for the first N not taken.
@@ -573,7 +626,7 @@ exec sleep 30"#,
         .await
         .unwrap();
         let err = svc.stderr();
-        assert!(err.contains("args: --listen 127.0.0.1:0 --a b;"), "{err}");
+        assert!(err.contains("args: --a b --listen 127.0.0.1:0;"), "{err}");
         assert!(err.contains("home: unset;"), "{err}");
         assert!(err.contains("extra: x;"), "{err}");
         if std::env::var_os("RUST_LOG").is_none() {
@@ -650,27 +703,35 @@ exec sleep 30"#,
     }
 
     #[tokio::test]
-    async fn dropping_the_handle_kills_the_process() {
+    async fn dropping_the_handle_kills_the_process_and_its_children() {
         let dir = tempfile::tempdir().unwrap();
+        // A parent with a child of its own, as nginx's master has its workers.
         let bin = script(
             dir.path(),
             "fake",
-            "echo 'fake listening on http://127.0.0.1:1'; exec sleep 30",
+            "sleep 30 &\necho 'fake listening on http://127.0.0.1:1'\nwait",
         );
         let svc = Launch::with_bin("fake", &bin, dir.path())
             .start()
             .await
             .unwrap();
         let pid = svc.pid().unwrap();
-        drop(svc);
-        crate::wait_for("the child to go", Duration::from_secs(5), async || {
-            // Gone, or a zombie waiting for tokio's reaper.
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
+        let kids = crate::wait_for("the child's child", Duration::from_secs(5), async || {
+            Some(svc.children()).filter(|c| !c.is_empty())
         })
         .await
         .unwrap();
+        drop(svc);
+        for p in kids.into_iter().chain([pid]) {
+            crate::wait_for("the processes to go", Duration::from_secs(5), async || {
+                // Gone, or a zombie waiting for its reaper.
+                std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+            })
+            .await
+            .unwrap();
+        }
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::drive::Workload;
 use crate::http::{self, format_request};
+use crate::spawn::Target;
 use crate::target::Template;
 
 /// Bounds and output of one run.
@@ -44,6 +45,24 @@ pub(crate) struct SpawnArgs {
     /// Extra argument for each spawned ekg host (repeatable).
     #[arg(long = "ekg-arg", allow_hyphen_values = true)]
     pub(crate) ekg_args: Vec<String>,
+    /// With --spawn: which server to start and drive (ours, Nchan, or a limit server).
+    #[arg(long, value_enum, default_value = "ours")]
+    pub(crate) target: Target,
+    /// With --spawn: run the servers under `taskset -c LIST` (e.g. 0), to pin them apart from
+    /// the harness (which the caller pins, e.g. `taskset -c 1 loadtest ...`).
+    #[arg(long)]
+    pub(crate) server_cpus: Option<String>,
+}
+
+impl SpawnArgs {
+    /// The target's name in reports: the spawned target, or `external` for given URLs.
+    pub(crate) fn target_name(&self) -> &'static str {
+        if self.spawn {
+            self.target.name()
+        } else {
+            "external"
+        }
+    }
 }
 
 /// `Authorization` header pair for an optional bearer token.

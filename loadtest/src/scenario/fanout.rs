@@ -17,10 +17,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::common::{Publish, RunArgs, SpawnArgs};
-use super::subscriber::{self, Shared, Transport};
+use super::subscriber::{self, Framing, Shared, Transport};
 use crate::drive::{self, Drive, Mode};
 use crate::report::{self, Report, Timeline};
-use crate::server::{self, Stack};
+use crate::spawn::{self, Stack, Target};
 use crate::target::{self, Template};
 
 #[derive(clap::Args, Debug, Clone, Serialize)]
@@ -43,6 +43,9 @@ pub(crate) struct Args {
     /// With --spawn: run one ekg in standalone mode and publish to it directly (no reflektor).
     #[arg(long)]
     standalone: bool,
+    /// How the server frames events (`raw` for Nchan; --target nchan sets it).
+    #[arg(long, value_enum, default_value = "ekg")]
+    framing: Framing,
     /// Subscribers in total.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
@@ -74,7 +77,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(mut args: Args) -> Result<()> {
-    server::raise_nofile();
+    spawn::raise_nofile();
     let mut publish = Template::parse(&args.publish_url)?;
     let mut subs: Vec<Template> = args
         .subscribe_urls
@@ -83,38 +86,57 @@ pub(crate) async fn run(mut args: Args) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut stack = None;
     if args.spawn.spawn {
-        let mut s = Stack::new(args.spawn.bin_dir.as_deref())?;
-        let hosts = if args.standalone {
-            1
+        let mut s = Stack::new(&args.spawn)?;
+        let target = args.spawn.target;
+        target.expect(
+            "fanout",
+            &[
+                Target::Ours,
+                Target::Nchan,
+                Target::LimitThread,
+                Target::LimitTask,
+                Target::LimitCoalesce,
+            ],
+        )?;
+        let mut hosts = Vec::new();
+        if target == Target::Ours {
+            let n = if args.standalone {
+                1
+            } else {
+                args.hosts.max(1)
+            };
+            let mut ekg_extra = vec!["--max-connections".to_owned(), "100000".to_owned()];
+            ekg_extra.extend(args.spawn.ekg_args.iter().cloned());
+            for _ in 0..n {
+                hosts.push(s.start_ekg(args.standalone, &ekg_extra).await?.addr);
+            }
+            if args.standalone {
+                publish = publish.rebase(hosts[0])?;
+                args.token = Some(spawn::TOKEN.to_owned());
+            } else {
+                let r = s.start_reflektor(&args.spawn.reflektor_args).await?;
+                publish = publish.rebase(r.addr)?;
+            }
         } else {
-            args.hosts.max(1)
-        };
-        let mut ekg_extra = vec!["--max-connections".to_owned(), "100000".to_owned()];
-        ekg_extra.extend(args.spawn.ekg_args.iter().cloned());
-        for _ in 0..hosts {
-            s.start_ekg(args.standalone, &ekg_extra).await?;
+            let addr = s.start_peer(target).await?.addr;
+            hosts.push(addr);
+            publish = publish.rebase(addr)?;
+            if target == Target::Nchan {
+                args.framing = Framing::Raw;
+            } else if args.transport != "ws" {
+                bail!("the limit servers speak WebSocket only (--transport ws)");
+            }
         }
         subs.clear();
-        for e in &s.ekgs {
+        for addr in hosts {
             if args.transport != "sse" {
-                subs.push(Template::parse(&format!(
-                    "ws://{}/rooms/{{room}}/ws",
-                    e.addr
-                ))?);
+                subs.push(Template::parse(&format!("ws://{addr}/rooms/{{room}}/ws"))?);
             }
             if args.transport != "ws" {
                 subs.push(Template::parse(&format!(
-                    "http://{}/rooms/{{room}}/sse",
-                    e.addr
+                    "http://{addr}/rooms/{{room}}/sse"
                 ))?);
             }
-        }
-        if args.standalone {
-            publish = publish.rebase(s.ekgs[0].addr)?;
-            args.token = Some(server::TOKEN.to_owned());
-        } else {
-            let r = s.start_reflektor(&args.spawn.reflektor_args).await?;
-            publish = publish.rebase(r.addr)?;
         }
         stack = Some(s);
     }
@@ -142,6 +164,7 @@ async fn measure(
         args.run.duration + args.drain + Duration::from_secs(60),
     );
     let shared = Arc::new(Shared {
+        framing: args.framing,
         deliveries: timeline.counter.clone(),
         ready: AtomicU64::new(0),
         expected: rooms.iter().map(|_| AtomicU64::new(u64::MAX)).collect(),
@@ -191,7 +214,7 @@ async fn measure(
     ));
     let delivered_before = shared.deliveries.load(Ordering::Relaxed);
     let started = Instant::now();
-    let cpu_before = server::cpu_snapshot(stack);
+    let cpu_before = spawn::cpu_snapshot(stack);
     let out = drive::run_on_own_thread(
         Drive {
             addr: publish.addr,
@@ -204,7 +227,7 @@ async fn measure(
         work.clone(),
     )
     .await?;
-    let cpu_after = server::cpu_snapshot(stack);
+    let cpu_after = spawn::cpu_snapshot(stack);
     let attempted = work.attempted();
     let failed = work.failed_by_room();
     for (r, e) in shared.expected.iter().enumerate() {
@@ -256,7 +279,12 @@ async fn measure(
             args.message_size
         )
     });
-    let mut report = Report::new("fanout", &label, serde_json::to_value(args)?);
+    let mut report = Report::new(
+        "fanout",
+        &label,
+        args.spawn.target_name(),
+        serde_json::to_value(args)?,
+    );
     report.figure("subscribers", args.subscribers as f64);
     report.figure("rooms", rooms.len() as f64);
     report.figure("published_ok", out.ok as f64);

@@ -16,7 +16,7 @@ use super::common::{Publish, RunArgs, SpawnArgs, auth_header};
 use crate::drive::{self, Drive, Mode, Workload};
 use crate::http::format_request;
 use crate::report::Report;
-use crate::server::{self, Stack};
+use crate::spawn::{self, Stack, Target};
 use crate::target::{self, Template};
 use tests::wait_for;
 
@@ -59,13 +59,14 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(mut args: Args) -> Result<()> {
-    server::raise_nofile();
+    spawn::raise_nofile();
     let mut publish = Template::parse(&args.publish_url)?;
     let mut page = Template::parse(&args.page_url)?;
     let mut room_info = Template::parse(&args.room_url)?;
     let mut stack = None;
     if args.spawn.spawn {
-        let mut s = Stack::new(args.spawn.bin_dir.as_deref())?;
+        args.spawn.target.expect("history", &[Target::Ours])?;
+        let mut s = Stack::new(&args.spawn)?;
         let mut extra = vec![
             "--history-per-room".to_owned(),
             args.prefill.max(1000).to_string(),
@@ -76,7 +77,7 @@ pub(crate) async fn run(mut args: Args) -> Result<()> {
         room_info = room_info.rebase(ekg)?;
         if args.standalone {
             publish = publish.rebase(ekg)?;
-            args.token = Some(server::TOKEN.to_owned());
+            args.token = Some(spawn::TOKEN.to_owned());
         } else {
             let r = s.start_reflektor(&args.spawn.reflektor_args).await?;
             publish = publish.rebase(r.addr)?;
@@ -174,7 +175,7 @@ async fn measure(
         oldest: oldest.saturating_sub(1),
         head,
     });
-    let cpu_before = server::cpu_snapshot(stack);
+    let cpu_before = spawn::cpu_snapshot(stack);
     let out = drive::run(
         Drive {
             addr: page.addr,
@@ -187,14 +188,19 @@ async fn measure(
         work,
     )
     .await?;
-    let cpu_after = server::cpu_snapshot(stack);
+    let cpu_after = spawn::cpu_snapshot(stack);
     let label = args.run.label.clone().unwrap_or_else(|| {
         format!(
             "{}msgs-limit{}-{}rps-{}c",
             args.prefill, args.limit, args.rate, args.connections
         )
     });
-    let mut report = Report::new("history", &label, serde_json::to_value(args)?);
+    let mut report = Report::new(
+        "history",
+        &label,
+        args.spawn.target_name(),
+        serde_json::to_value(args)?,
+    );
     let secs = out.elapsed.as_secs_f64().max(1e-9);
     report.figure("prefilled", filled.ok as f64);
     report.figure("rate_target_per_s", args.rate);

@@ -1,4 +1,5 @@
-//! `intake`: POSTs to reflektor and the latency of its 202.
+//! `intake`: POSTs to reflektor (or, with `--target`, Nchan's publisher or the bare 202 server)
+//! and the latency of the answer.
 //!
 //! With `--rate R`: open loop at R posts/s over `--connections` keep-alive connections,
 //! latency corrected for coordinated omission (see [`crate::drive`]). Without `--rate`: closed
@@ -14,7 +15,7 @@ use serde::Serialize;
 use super::common::{Publish, RunArgs, SpawnArgs};
 use crate::drive::{self, Drive, Mode};
 use crate::report::Report;
-use crate::server::{self, Stack};
+use crate::spawn::{self, Stack, Target};
 use crate::target::{self, Template};
 
 #[derive(clap::Args, Debug, Clone, Serialize)]
@@ -47,15 +48,21 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> Result<()> {
-    server::raise_nofile();
+    spawn::raise_nofile();
     let mut template = Template::parse(&args.url)?;
     let mut stack = None;
     if args.spawn.spawn {
-        let mut s = Stack::new(args.spawn.bin_dir.as_deref())?;
-        let mut extra = vec!["--fsync".to_owned(), args.fsync.clone()];
-        extra.extend(args.spawn.reflektor_args.iter().cloned());
-        let r = s.start_reflektor(&extra).await?;
-        template = template.rebase(r.addr)?;
+        let mut s = Stack::new(&args.spawn)?;
+        let target = args.spawn.target;
+        target.expect("intake", &[Target::Ours, Target::Nchan, Target::Limit202])?;
+        let addr = if target == Target::Ours {
+            let mut extra = vec!["--fsync".to_owned(), args.fsync.clone()];
+            extra.extend(args.spawn.reflektor_args.iter().cloned());
+            s.start_reflektor(&extra).await?.addr
+        } else {
+            s.start_peer(target).await?.addr
+        };
+        template = template.rebase(addr)?;
         stack = Some(s);
     }
     let result = measure(&args, template, stack.as_ref()).await;
@@ -87,16 +94,21 @@ async fn measure(args: &Args, template: Template, stack: Option<&Stack>) -> Resu
         local_addrs: Vec::new(),
     };
     let rss_before = stack
-        .and_then(|s| s.reflektor.as_ref())
-        .and_then(|r| r.rss_kib());
-    let cpu_before = server::cpu_snapshot(stack);
+        .and_then(Stack::memory_pid)
+        .and_then(spawn::tree_rss_kib);
+    let cpu_before = spawn::cpu_snapshot(stack);
     let out = drive::run(drive, work).await?;
-    let cpu_after = server::cpu_snapshot(stack);
+    let cpu_after = spawn::cpu_snapshot(stack);
     let label = args.run.label.clone().unwrap_or_else(|| match args.rate {
         Some(r) => format!("open-{r}rps-{}c-fsync-{}", args.connections, args.fsync),
         None => format!("closed-{}c-fsync-{}", args.connections, args.fsync),
     });
-    let mut report = Report::new("intake", &label, serde_json::to_value(args)?);
+    let mut report = Report::new(
+        "intake",
+        &label,
+        args.spawn.target_name(),
+        serde_json::to_value(args)?,
+    );
     let secs = out.elapsed.as_secs_f64().max(1e-9);
     if let Some(r) = args.rate {
         report.figure("rate_target_per_s", r);
@@ -110,8 +122,8 @@ async fn measure(args: &Args, template: Template, stack: Option<&Stack>) -> Resu
     if let (Some(before), Some(after)) = (
         rss_before,
         stack
-            .and_then(|s| s.reflektor.as_ref())
-            .and_then(|r| r.rss_kib()),
+            .and_then(Stack::memory_pid)
+            .and_then(spawn::tree_rss_kib),
     ) {
         report.figure("server_rss_before_kib", before as f64);
         report.figure("server_rss_after_kib", after as f64);

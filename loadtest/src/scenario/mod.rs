@@ -1,7 +1,7 @@
 //! The scenarios, one module each, and the arguments they share.
 //!
-//! Every scenario: parses its `Args`, optionally starts the servers (`--spawn`, see
-//! [`crate::server`]), drives load bounded by `--duration` and `--max-requests`, and ends with a
+//! Every scenario: parses its `Args`, optionally starts the servers (`--spawn`; `--target`
+//! picks ours, Nchan or a limit server, see [`crate::spawn`]), drives load bounded by `--duration` and `--max-requests`, and ends with a
 //! [`crate::report::Report`] (summary on stdout, JSON + SVG under `--out`). Spawned servers are
 //! killed before the scenario returns, on success or error.
 //!
@@ -9,7 +9,10 @@
 //!   closed loop (saturation).
 //! - `fanout`: WebSocket/SSE subscribers, a fixed-rate publisher, end-to-end latency and
 //!   lost/duplicate/out-of-order counts.
-//! - `connections`: idle WebSocket connections from many source addresses; server RSS each.
+//! - `wrk`: intake saturation measured by wrk.
+//! - `connections`: idle WebSocket or SSE connections from many source addresses; set-up time
+//!   and server RSS each.
+//! - `rooms`: memory per room holding one message; opening rooms vs writing to one.
 //! - `history`: history page requests at a fixed rate.
 //! - `rebuild`: catch-up speed of an empty host added to a filled log.
 
@@ -19,4 +22,6 @@ pub(crate) mod fanout;
 pub(crate) mod history;
 pub(crate) mod intake;
 pub(crate) mod rebuild;
+pub(crate) mod rooms;
 pub(crate) mod subscriber;
+pub(crate) mod wrk;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::common::{Publish, RunArgs, SpawnArgs};
 use crate::drive::{self, Drive, Mode};
 use crate::report::{self, Report};
-use crate::server::{self, Stack};
+use crate::spawn::{self, Stack, Target};
 use crate::target::{self, Template};
 
 #[derive(clap::Args, Debug, Clone, Serialize)]
@@ -52,10 +52,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(mut args: Args) -> Result<()> {
-    server::raise_nofile();
+    spawn::raise_nofile();
     let mut stack = None;
     if args.spawn.spawn {
-        let mut s = Stack::new(args.spawn.bin_dir.as_deref())?;
+        args.spawn.target.expect("rebuild", &[Target::Ours])?;
+        let mut s = Stack::new(&args.spawn)?;
         let mut extra = vec!["--retention".to_owned(), "24h".to_owned()];
         extra.extend(args.spawn.reflektor_args.iter().cloned());
         let r = s.start_reflektor(&extra).await?;
@@ -171,7 +172,12 @@ async fn measure(args: &mut Args, stack: Option<&mut Stack>) -> Result<()> {
         .label
         .clone()
         .unwrap_or_else(|| format!("{}records-{}rooms", args.records, args.rooms));
-    let mut report = Report::new("rebuild", &label, serde_json::to_value(&*args)?);
+    let mut report = Report::new(
+        "rebuild",
+        &label,
+        args.spawn.target_name(),
+        serde_json::to_value(&*args)?,
+    );
     report.figure("records", filled.ok as f64);
     report.figure("log_head", head as f64);
     report.figure(

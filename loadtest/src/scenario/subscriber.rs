@@ -11,6 +11,10 @@
 //!
 //! It stops when it has every accepted message of its room, when the drain deadline passes,
 //! or when the server closes the stream (recorded as the reason).
+//!
+//! With [`Framing::Raw`] (Nchan) there is no hello and no envelope: the subscriber counts as
+//! ready once the upgrade (or the `200` head) is in, and every frame is a published body
+//! (`n` and `t` are read from it; there is no seq to check).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,8 +31,18 @@ use crate::report;
 use crate::sseread::SseReader;
 use crate::wsread::{Event, WsReader};
 
+/// How a server frames what it sends.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) enum Framing {
+    /// ekg's: a `hello` first, then `{"type":"message","seq":…,"data":BODY}`.
+    Ekg,
+    /// Each frame is the published body itself, no hello (Nchan).
+    Raw,
+}
+
 /// What all subscribers share with the scenario.
 pub(crate) struct Shared {
+    pub(crate) framing: Framing,
     /// Event frames received, over all subscribers.
     pub(crate) deliveries: Arc<AtomicU64>,
     /// Subscribers that got their `hello`.
@@ -86,31 +100,34 @@ impl Check {
 
     /// Handle one frame's JSON; an error names a frame that ends the stream.
     fn frame(&mut self, json: &[u8], shared: &Shared) -> Result<(), String> {
-        let Some(ty) = frame_type(json) else {
-            return Ok(());
-        };
-        match ty {
-            b"message" => {}
-            b"lagging" => return Err("lagging".into()),
-            b"reconnect" => return Err("reconnect".into()),
-            b"reset" => return Err("reset".into()),
-            _ => return Ok(()),
+        if shared.framing == Framing::Ekg {
+            let Some(ty) = frame_type(json) else {
+                return Ok(());
+            };
+            match ty {
+                b"message" => {}
+                b"lagging" => return Err("lagging".into()),
+                b"reconnect" => return Err("reconnect".into()),
+                b"reset" => return Err("reset".into()),
+                _ => return Ok(()),
+            }
         }
         let now = http::unix_micros();
         shared.deliveries.fetch_add(1, Ordering::Relaxed);
         self.stats.received += 1;
-        let (Some(seq), Some(n), Some(t)) = (
-            num_after(json, b"\"seq\":"),
-            num_after(json, b"\"n\":"),
-            num_after(json, b"\"t\":"),
-        ) else {
+        let (Some(n), Some(t)) = (num_after(json, b"\"n\":"), num_after(json, b"\"t\":")) else {
             return Ok(());
         };
         report::record(&mut self.stats.e2e, now.saturating_sub(t));
-        if self.last_seq.is_some_and(|l| seq <= l) {
-            self.stats.out_of_order += 1;
+        if shared.framing == Framing::Ekg {
+            let Some(seq) = num_after(json, b"\"seq\":") else {
+                return Ok(());
+            };
+            if self.last_seq.is_some_and(|l| seq <= l) {
+                self.stats.out_of_order += 1;
+            }
+            self.last_seq = Some(seq);
         }
-        self.last_seq = Some(seq);
         let (word, bit) = ((n / 64) as usize, n % 64);
         if word >= self.seen.len() {
             if word > 1 << 24 {
@@ -273,6 +290,11 @@ async fn read_frames<F: Frames>(
     permit: &mut Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<()> {
     let mut hello = false;
+    if shared.framing == Framing::Raw {
+        hello = true;
+        *permit = None;
+        shared.ready.fetch_add(1, Ordering::Relaxed);
+    }
     loop {
         if hello && check.complete(shared) {
             return Ok(());
@@ -329,6 +351,7 @@ mod tests {
 
     fn shared() -> Shared {
         Shared {
+            framing: Framing::Ekg,
             deliveries: Arc::default(),
             ready: AtomicU64::new(0),
             expected: vec![AtomicU64::new(3)],
@@ -342,6 +365,22 @@ mod tests {
     fn msg(seq: u64, n: u64) -> Vec<u8> {
         format!(r#"{{"type":"message","seq":{seq},"data":{{"n":{n},"pad":"x","t":1}},"ts":5}}"#)
             .into_bytes()
+    }
+
+    #[test]
+    fn raw_frames_are_bodies_without_seq() {
+        let s = Shared {
+            framing: Framing::Raw,
+            ..shared()
+        };
+        let mut c = check();
+        for n in [0, 1, 1, 2] {
+            c.frame(format!(r#"{{"n":{n},"t":1,"pad":"x"}}"#).as_bytes(), &s)
+                .unwrap();
+        }
+        assert_eq!((c.stats.distinct, c.stats.duplicates), (3, 1));
+        assert_eq!(c.stats.out_of_order, 0);
+        assert!(c.complete(&s));
     }
 
     #[test]
