@@ -15,12 +15,14 @@
 //! | `ekg_lagging_disconnects_total` | counter | `transport` | clients closed for not keeping up |
 //! | `ekg_epoch_resets_total` | counter | | times a new log (epoch) replaced all rooms |
 //! | `ekg_ready` | gauge | | 1 once caught up with the log |
+//! | `ekg_delivery_latency_seconds` | histogram | `transport` | record accepted by reflektor to frame written to a client |
 //! | `ekg_ingest_refused_total` | counter | `error` | deliveries and writes refused as a whole (bad or stale signature, out of order, old epoch, overloaded, ...) |
 //!
 //! `docs/METRICS.md` documents each one with the alert it feeds. [`register`] describes them and
 //! creates the counters at zero, so rates and alerts have a series from the first scrape on.
 
 use metrics::{counter, describe_counter, describe_gauge, gauge};
+use shared::telemetry::LatencyHistogram;
 
 use crate::rooms::{EventKind, Transport};
 
@@ -36,6 +38,35 @@ pub const REJECTED_RECORDS: &str = "ekg_rejected_records_total";
 pub const LAGGING_DISCONNECTS: &str = "ekg_lagging_disconnects_total";
 pub const EPOCH_RESETS: &str = "ekg_epoch_resets_total";
 pub const READY: &str = "ekg_ready";
+/// From reflektor's acceptance of a record to the write of its frame to a client, by transport.
+pub const DELIVERY_LATENCY: &str = "ekg_delivery_latency_seconds";
+
+/// [`DELIVERY_LATENCY`] of WebSocket clients. Fixed buckets, recorded without allocation on the
+/// write path of every connection.
+static DELIVERY_LATENCY_WS: LatencyHistogram = LatencyHistogram::new();
+/// [`DELIVERY_LATENCY`] of SSE clients.
+static DELIVERY_LATENCY_SSE: LatencyHistogram = LatencyHistogram::new();
+
+/// The delivery latency histogram of `transport`.
+pub fn delivery_latency(transport: Transport) -> &'static LatencyHistogram {
+    match transport {
+        Transport::Ws => &DELIVERY_LATENCY_WS,
+        Transport::Sse => &DELIVERY_LATENCY_SSE,
+    }
+}
+
+/// Append [`DELIVERY_LATENCY`] in Prometheus text to `out` (the `metrics` recorder renders
+/// the rest).
+pub fn render_delivery_latency(out: &mut String) {
+    out.push_str(concat!(
+        "# HELP ekg_delivery_latency_seconds From reflektor's acceptance of a record to the write of its frame to a client, by transport.\n",
+        "# TYPE ekg_delivery_latency_seconds histogram\n",
+    ));
+    for transport in [Transport::Ws, Transport::Sse] {
+        let labels = format!("transport=\"{}\"", transport.as_str());
+        delivery_latency(transport).render(DELIVERY_LATENCY, &labels, out);
+    }
+}
 pub const INGEST_REFUSED: &str = "ekg_ingest_refused_total";
 
 /// At most one warning line per error code in this long; the rest are only counted.

@@ -46,7 +46,8 @@ pub(crate) async fn readyz(
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     state.rooms.export_gauges();
-    let body = shared::telemetry::prometheus().render();
+    let mut body = shared::telemetry::prometheus().render();
+    crate::telemetry::render_delivery_latency(&mut body);
     (
         [(
             header::CONTENT_TYPE,

@@ -56,6 +56,9 @@ pub struct Frame {
     pub ws: Utf8Bytes,
     /// The full SSE event: `event: T\nid: SEQ\ndata: JSON\n\n` (no `id:` line without a seq).
     pub sse: Bytes,
+    /// When reflektor accepted the record behind this event (Unix ms; in standalone mode when
+    /// this host did), for the delivery latency metric. `None` for control frames.
+    pub accepted_ms: Option<u64>,
 }
 
 impl Frame {
@@ -105,7 +108,19 @@ impl Frame {
             // Only reachable if `json` was not UTF-8, which every caller rules out.
             Utf8Bytes::from(String::from_utf8_lossy(&sse[start..end]).into_owned())
         });
-        Frame { seq, ws, sse }
+        Frame {
+            seq,
+            ws,
+            sse,
+            accepted_ms: None,
+        }
+    }
+
+    /// The same frame, stamped with the acceptance time of its record (Unix ms).
+    #[must_use]
+    pub fn accepted_at(mut self, accepted_ms: u64) -> Frame {
+        self.accepted_ms = Some(accepted_ms);
+        self
     }
 
     /// The JSON of the frame (the WebSocket text).

@@ -301,11 +301,14 @@ impl Room {
                         id,
                     }));
                 }
-                let frame = Arc::new(Frame::event(
-                    seq,
-                    "message",
-                    &message_json("message", seq, &id, Some(data), ts_ms, None),
-                ));
+                let frame = Arc::new(
+                    Frame::event(
+                        seq,
+                        "message",
+                        &message_json("message", seq, &id, Some(data), ts_ms, None),
+                    )
+                    .accepted_at(ts_ms),
+                );
                 let json = Bytes::from(frame.ws.clone());
                 add(&mut delta, state.history.push_message(seq, ts_ms, id, json));
                 (EventKind::Message, frame, true)
@@ -320,7 +323,8 @@ impl Room {
                     seq,
                     "update",
                     &message_json("update", seq, id, Some(data), ts_ms, None),
-                );
+                )
+                .accepted_at(ts_ms);
                 (EventKind::Update, Arc::new(frame), true)
             }
             RoomOp::Delete { id } => {
@@ -332,7 +336,8 @@ impl Room {
                     seq,
                     "delete",
                     &message_json("delete", seq, id, None, ts_ms, None),
-                );
+                )
+                .accepted_at(ts_ms);
                 (EventKind::Delete, Arc::new(frame), true)
             }
             RoomOp::Event {
@@ -344,7 +349,8 @@ impl Room {
                     seq,
                     "event",
                     &event_json(seq, name, data, *ephemeral, ts_ms),
-                );
+                )
+                .accepted_at(ts_ms);
                 (EventKind::Event, Arc::new(frame), !*ephemeral)
             }
         };

@@ -6,10 +6,17 @@
 //!   ended because the client could not keep up.
 //! - `ekg_drain_disconnects_total{transport}` (counter): connections ended with a `reconnect`
 //!   frame while the host drains.
+//! - `ekg_delivery_latency_seconds{transport}` (histogram, `crate::telemetry`): from reflektor's
+//!   acceptance of a record to the hand-over of its frame to this client's socket, for events
+//!   accepted while the connection was open (a backlog replayed on resume would measure the
+//!   client's absence, not the pipeline). One clock read per write batch; recording is a few
+//!   atomic additions, no allocation and no lock.
 
 use metrics::{Counter, counter};
 
-use crate::rooms::Transport;
+use shared::telemetry::LatencyHistogram;
+
+use crate::rooms::{Frame, Transport};
 use crate::telemetry;
 
 /// Frames handed to the socket (hello, reset, backlog, live, reconnect, lagging).
@@ -21,6 +28,9 @@ pub(super) const DRAIN_DISCONNECTS: &str = "ekg_drain_disconnects_total";
 pub(super) struct ConnectionMetrics {
     transport: Transport,
     frames_sent: Counter,
+    latency: &'static LatencyHistogram,
+    /// When the connection opened (Unix ms): frames of records accepted earlier are backlog.
+    opened_ms: u64,
 }
 
 impl ConnectionMetrics {
@@ -28,6 +38,17 @@ impl ConnectionMetrics {
         ConnectionMetrics {
             transport,
             frames_sent: counter!(FRAMES_SENT, "transport" => transport.as_str()),
+            latency: telemetry::delivery_latency(transport),
+            // Whole milliseconds, as records are stamped.
+            opened_ms: shared::telemetry::unix_ms_f64() as u64,
+        }
+    }
+
+    /// A frame went to the socket at `now_ms` (one clock read per write batch): record its
+    /// delivery latency if it is an event accepted while this connection was open.
+    pub(super) fn delivered(&self, frame: &Frame, now_ms: f64) {
+        if let Some(accepted) = frame.accepted_ms.filter(|&a| a >= self.opened_ms) {
+            self.latency.record((now_ms - accepted as f64) / 1000.0);
         }
     }
 

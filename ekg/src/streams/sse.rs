@@ -153,7 +153,7 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
             () = std::future::poll_fn(|cx| gone_gate.poll(cx, |cx| gone.as_mut().poll(cx))) => {
                 break Ending::Gone
             }
-            sent = send_some(&body_tx, &mut batch), if !batch.is_empty() => match sent {
+            sent = send_some(&body_tx, &mut batch, &metrics), if !batch.is_empty() => match sent {
                 Some(n) => metrics.frames_sent(n),
                 None => break Ending::Gone,
             },
@@ -187,7 +187,7 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
             let mut rest: VecDeque<Arc<Frame>> = pump.into_remaining().into();
             let handed = tokio::time::timeout(LAST_FRAME_TIMEOUT, async {
                 while !rest.is_empty() {
-                    let Some(n) = send_some(&body_tx, &mut rest).await else {
+                    let Some(n) = send_some(&body_tx, &mut rest, &metrics).await else {
                         break;
                     };
                     metrics.frames_sent(n);
@@ -213,6 +213,7 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
 async fn send_some(
     body_tx: &mpsc::Sender<Bytes>,
     batch: &mut VecDeque<Arc<Frame>>,
+    metrics: &ConnectionMetrics,
 ) -> Option<usize> {
     // Room is usually there: `try_reserve` skips building a wait for it.
     let permit = match body_tx.try_reserve() {
@@ -222,6 +223,9 @@ async fn send_some(
     };
     let frame = batch.pop_front()?;
     permit.send(frame.sse.clone());
+    // One clock read per batch.
+    let now_ms = shared::telemetry::unix_ms_f64();
+    metrics.delivered(&frame, now_ms);
     let mut sent = 1;
     while !batch.is_empty() {
         let Ok(permit) = body_tx.try_reserve() else {
@@ -229,6 +233,7 @@ async fn send_some(
         };
         if let Some(frame) = batch.pop_front() {
             permit.send(frame.sse.clone());
+            metrics.delivered(&frame, now_ms);
             sent += 1;
         }
     }

@@ -265,7 +265,7 @@ impl Outgoing {
         K: Sink<Message, Error = axum::Error> + Unpin,
     {
         let mut sent = 0;
-        let result = self.poll_write_counted(cx, sink, &mut sent);
+        let result = self.poll_write_counted(cx, sink, &mut sent, metrics);
         metrics.frames_sent(sent);
         result
     }
@@ -275,11 +275,14 @@ impl Outgoing {
         cx: &mut Context<'_>,
         sink: &mut K,
         sent: &mut usize,
+        metrics: &ConnectionMetrics,
     ) -> Poll<Result<(), axum::Error>>
     where
         K: Sink<Message, Error = axum::Error> + Unpin,
     {
         let mut sink = Pin::new(sink);
+        // One clock read per batch, at its first frame.
+        let mut now_ms: Option<f64> = None;
         if self.ping_due {
             ready!(sink.as_mut().poll_ready(cx))?;
             sink.as_mut().start_send(Message::Ping(Bytes::new()))?;
@@ -292,6 +295,8 @@ impl Outgoing {
                 break;
             };
             sink.as_mut().start_send(Message::Text(frame.ws.clone()))?;
+            let now = *now_ms.get_or_insert_with(shared::telemetry::unix_ms_f64);
+            metrics.delivered(&frame, now);
             *sent += 1;
             self.unflushed = true;
         }

@@ -101,6 +101,9 @@ pub struct Host {
     pub stop: CancellationToken,
     /// Held only for field updates, never across an await.
     state: Mutex<HostSnapshot>,
+    /// From each record's acceptance to this host's acknowledgement of it
+    /// (`reflektor_delivery_latency_seconds`).
+    pub(crate) latency: shared::telemetry::LatencyHistogram,
 }
 
 impl fmt::Debug for Host {
@@ -134,6 +137,7 @@ impl Host {
                 last_success_at: None,
                 retries: 0,
             }),
+            latency: shared::telemetry::LatencyHistogram::new(),
         }
     }
 

@@ -173,6 +173,7 @@ async fn deliver_batch(host: &Host, ctx: &Ctx, records: Vec<Bytes>) -> Option<()
 /// The ack's `applied` (which counts rejected records as consumed) becomes the next `prev`.
 async fn acked(host: &Host, ctx: &Ctx, records: &[Bytes], ack: Option<IngestAck>) -> Option<()> {
     let last = last_offset(records);
+    metrics::acknowledged(host, records);
     let Some(ack) = ack else {
         host.advance(last);
         return Some(());
@@ -193,7 +194,8 @@ async fn acked(host: &Host, ctx: &Ctx, records: &[Bytes], ack: Option<IngestAck>
 async fn deliver_replay(host: &Host, ctx: &Ctx, records: Vec<Bytes>) -> Option<()> {
     for rec in &records {
         match send_until_final(host, ctx, Payload::Replay(rec)).await? {
-            Final::Acked(_) | Final::Rewind(_) => {}
+            Final::Acked(_) => metrics::acknowledged(host, std::slice::from_ref(rec)),
+            Final::Rewind(_) => {}
             Final::Refused { status, error } => {
                 dead_letter(host, ctx, rec, status, error).await?;
             }

@@ -10,7 +10,7 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 
-use crate::delivery::HostId;
+use crate::delivery::{Host, HostId};
 
 /// Intake requests answered, by `status`.
 pub const INTAKE_REQUESTS: &str = "reflektor_intake_requests_total";
@@ -38,6 +38,8 @@ pub const HOST_LAG_RECORDS: &str = "reflektor_host_lag_records";
 pub const HOST_LAG_SECONDS: &str = "reflektor_host_lag_seconds";
 /// 1 when the last delivery attempt got an answer, by `host`.
 pub const HOST_HEALTHY: &str = "reflektor_host_healthy";
+/// From a record's acceptance to the host's acknowledgement, seconds, by `host`.
+pub const DELIVERY_LATENCY: &str = "reflektor_delivery_latency_seconds";
 /// Time of one delivery request, seconds, by `host`.
 pub const DELIVERY_DURATION: &str = "reflektor_delivery_duration_seconds";
 /// Delivery attempts that will be retried, by `host`.
@@ -121,6 +123,29 @@ pub(crate) fn intake_request(status: u16, took: Duration) {
 
 pub(crate) fn delivery_latency(host: &HostId, took: Duration) {
     histogram!(DELIVERY_DURATION, "host" => host.0.clone()).record(took.as_secs_f64());
+}
+
+/// `host` acknowledged `records` (encoded, in the log's format): one clock read, then each
+/// record's time since acceptance into the host's histogram.
+pub(crate) fn acknowledged(host: &Host, records: &[bytes::Bytes]) {
+    let now_ms = shared::telemetry::unix_ms_f64();
+    for rec in records {
+        if let Some(accepted) = shared::Record::peek_timestamp_ms(rec) {
+            host.latency.record((now_ms - accepted as f64) / 1000.0);
+        }
+    }
+}
+
+/// Append [`DELIVERY_LATENCY`] of every host in the pool, in Prometheus text, to `out`.
+pub(crate) fn render_delivery_latency(hosts: &[std::sync::Arc<Host>], out: &mut String) {
+    out.push_str(concat!(
+        "# HELP reflektor_delivery_latency_seconds From a record's acceptance to the host's acknowledgement of it.\n",
+        "# TYPE reflektor_delivery_latency_seconds histogram\n",
+    ));
+    for host in hosts {
+        let labels = format!("host=\"{}\"", host.id.0);
+        host.latency.render(DELIVERY_LATENCY, &labels, out);
+    }
 }
 
 pub(crate) fn delivery_retry(host: &HostId) {

@@ -11,6 +11,7 @@
 //! - `ekg_trust`: ekg's trust boundary attacked on the real binary: unsigned start, forged, v1
 //!   and stale signatures, redirected and old-epoch deliveries, offset gaps, non-UTF-8 bodies,
 //!   half-sent headers, slow bodies, the ingest concurrency bound.
+//! - `latency`: delivery latency histograms at ekg (per transport) and reflektor (per host).
 //! - `logs`: JSON log lines on both binaries; SIGTERM right after the listening line exits 0.
 //! - `prometheus`: the shipped dashboard and alert rules, through promtool and a real Prometheus.
 
@@ -19,6 +20,7 @@ mod ekg_trust;
 mod fanout;
 mod host_faults;
 mod lagging;
+mod latency;
 mod logs;
 mod prometheus;
 mod reflektor_faults;
