@@ -11,11 +11,13 @@
 //! - [`wait`]: [`wait_for`] a condition against a deadline (never a bare sleep).
 //! - [`stack`]: [`Reflektor`], [`Ekg`] and a [`Stack`] of both, wired as an operator would.
 //! - [`clients`]: WebSocket and SSE subscribers that record every frame they receive.
+//! - [`nats`]: a real NATS server or JetStream cluster on loopback, for cluster mode.
 //!
 //! Binaries are looked up next to the running executable (`target/<profile>/`), or taken from
 //! `REFLEKTOR_BIN` / `EKG_BIN`. Build them first: `cargo build --bins`.
 
 pub mod clients;
+pub mod nats;
 pub mod process;
 pub mod stack;
 pub mod wait;

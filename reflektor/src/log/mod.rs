@@ -161,6 +161,7 @@ mod handle;
 mod io;
 #[cfg(test)]
 pub(crate) use io::faulty;
+pub mod jetstream;
 mod meta;
 mod reader;
 mod recovery;
