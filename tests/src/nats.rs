@@ -11,13 +11,11 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use tokio::process::{Child, Command};
 
-use crate::wait_until;
+use crate::{Launch, Service, wait_for};
 
 /// How long a node (or a whole cluster) may take to report healthy.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,18 +98,15 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
-/// One nats-server process.
+/// One nats-server process, started through the harness's [`Launch`].
 pub struct NatsNode {
     pub name: String,
     /// Where clients connect.
     pub client: SocketAddr,
     /// The monitoring endpoint (`/healthz`, `/jsz`).
     pub monitor: SocketAddr,
-    config: PathBuf,
-    dir: PathBuf,
-    bin: PathBuf,
-    child: Option<Child>,
-    starts: u32,
+    pub svc: Service,
+    running: bool,
 }
 
 impl NatsNode {
@@ -120,37 +115,7 @@ impl NatsNode {
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        self.starts += 1;
-        let log_path = self
-            .dir
-            .join(format!("nats-{}.{}.log", self.name, self.starts));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("create {}", log_path.display()))?;
-        let child = Command::new(&self.bin)
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawn {}", self.bin.display()))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// The last few KiB of the current run's log.
-    pub fn log_tail(&self) -> String {
-        let path = self
-            .dir
-            .join(format!("nats-{}.{}.log", self.name, self.starts));
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let start = text.len().saturating_sub(4096);
-        text.get(start..).unwrap_or(&text).to_owned()
+        self.running
     }
 
     /// True once the node serves clients and, in a cluster, its JetStream is current with the
@@ -167,51 +132,41 @@ impl NatsNode {
     }
 
     /// SIGKILL and reap.
+    ///
+    /// # Errors
+    /// The kill failed.
     pub async fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.context("kill nats-server")?;
-        }
-        Ok(())
+        self.running = false;
+        self.svc.kill().await
     }
 
     /// SIGTERM (a graceful stop) and wait for the exit.
+    ///
+    /// # Errors
+    /// It did not stop within 15 s.
     pub async fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status()
-                    .context("run kill")?;
-            }
-            match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
-                Ok(status) => {
-                    status?;
-                }
-                Err(_) => {
-                    child.kill().await.ok();
-                    bail!("nats-server {} did not stop within 15s of SIGTERM", self.name);
-                }
-            }
-        }
-        Ok(())
+        self.running = false;
+        self.svc.terminate(Duration::from_secs(15)).await.map(drop)
     }
 
     /// Start again on the same ports with the same store, and wait until it is healthy.
+    ///
+    /// # Errors
+    /// It did not come up healthy within 30 s.
     pub async fn restart(&mut self) -> Result<()> {
-        if self.child.is_some() {
-            bail!("nats-server {} is still running", self.name);
-        }
-        self.spawn()?;
+        self.svc.restart().await?;
+        self.running = true;
         self.wait_healthy().await
     }
 
     async fn wait_healthy(&self) -> Result<()> {
-        wait_until(&format!("nats-server {} healthy", self.name), READY_TIMEOUT, || {
-            self.healthy()
-        })
+        wait_for(
+            &format!("nats-server {} healthy", self.name),
+            READY_TIMEOUT,
+            async || self.healthy().await,
+        )
         .await
-        .map_err(|e| anyhow!("{e}; log: {}", self.log_tail()))
+        .map_err(|e| anyhow!("{e}; log: {}", self.svc.stderr_tail()))
     }
 }
 
@@ -256,18 +211,20 @@ impl NatsCluster {
             }
             let config = dir.join(format!("nats-{name}.conf"));
             std::fs::write(&config, conf)?;
-            let mut node = NatsNode {
+            let client = SocketAddr::from(([127, 0, 0, 1], *client));
+            let svc = Launch::with_bin(&format!("nats-{name}"), &bin, dir)
+                .arg("--config")
+                .arg(&config)
+                .ready_on_port(client)
+                .start()
+                .await?;
+            nodes.push(NatsNode {
                 name: name.clone(),
-                client: SocketAddr::from(([127, 0, 0, 1], *client)),
+                client,
                 monitor: SocketAddr::from(([127, 0, 0, 1], *monitor)),
-                config,
-                dir: dir.to_path_buf(),
-                bin: bin.clone(),
-                child: None,
-                starts: 0,
-            };
-            node.spawn()?;
-            nodes.push(node);
+                svc,
+                running: true,
+            });
         }
         let cluster = NatsCluster { nodes };
         for node in &cluster.nodes {

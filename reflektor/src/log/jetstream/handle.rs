@@ -221,7 +221,7 @@ impl JetStreamLog {
     /// record's offset and `true`.
     ///
     /// # Errors
-    /// `Busy` when too many appends wait for acknowledgement, `Closed`, `TooLarge`, `Io` when
+    /// `Busy` when too many appends wait for acknowledgement, `Closed`, `TooLarge`, `Unavailable` when
     /// JetStream did not acknowledge (unreachable, no quorum, stream missing): the record may
     /// or may not be stored; a client retrying with the same key gets one record.
     pub async fn append(&self, record: Record) -> Result<(Offset, bool), AppendError> {
@@ -243,11 +243,11 @@ impl JetStreamLog {
             .map_err(|e| match e.kind() {
                 PublishErrorKind::MaxAckPending => AppendError::Busy,
                 PublishErrorKind::MaxPayloadExceeded => AppendError::TooLarge,
-                _ => AppendError::Io(format!("JetStream publish failed: {e}")),
+                _ => AppendError::Unavailable(format!("JetStream publish failed: {e}")),
             })?;
         let ack = ack.await.map_err(|e| {
             let missing = lock(&shared.missing).clone();
-            AppendError::Io(match missing {
+            AppendError::Unavailable(match missing {
                 Some(why) => why,
                 None => format!("JetStream did not acknowledge the record: {e}"),
             })

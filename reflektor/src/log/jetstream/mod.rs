@@ -64,7 +64,7 @@
 //! - A record must fit the servers' `max_payload` (1 MiB by default in nats-server):
 //!   [`JetStreamLog::max_body_bytes`] is what intake then accepts.
 //! - Every request to JetStream is bounded by `request_timeout`; an append that is not
-//!   acknowledged in time is an `Io` error (503): it may or may not be stored, and the client's
+//!   acknowledged in time is `Unavailable` (503): it may or may not be stored, and the client's
 //!   retry with the same `Idempotency-Key` gets one record.
 
 mod config;
