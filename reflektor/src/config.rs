@@ -98,6 +98,28 @@ pub struct Args {
     /// Log lines on stderr: human-readable text, or one JSON object per line.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Cluster mode: keep the log, the host table and the dead letters in NATS JetStream on
+    /// these servers (comma-separated `nats://HOST:PORT`) instead of --data-dir.
+    #[arg(long, env = "REFLEKTOR_NATS", value_delimiter = ',')]
+    pub nats: Vec<String>,
+    /// Cluster mode: the JetStream stream holding the log (also names its KV buckets).
+    #[arg(long, env = "REFLEKTOR_STREAM", default_value = "reflektor")]
+    pub stream: String,
+    /// Cluster mode: replicas of the stream and buckets (a 202 waits for a quorum of them).
+    #[arg(long, env = "REFLEKTOR_REPLICAS", default_value_t = 3)]
+    pub replicas: usize,
+    /// Cluster mode: how long a dead instance's delivery lease outlives it (takeover time).
+    #[arg(long, env = "REFLEKTOR_LEASE_TTL", default_value = "3s")]
+    pub lease_ttl: String,
+}
+
+/// Cluster mode's settings (`--nats` and what goes with it).
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    pub urls: Vec<String>,
+    pub stream: String,
+    pub replicas: usize,
+    pub lease_ttl: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -136,6 +158,8 @@ pub struct Config {
     pub batch_max_bytes: usize,
     pub delivery_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Cluster mode when set: the log and the shared state live in JetStream.
+    pub nats: Option<NatsConfig>,
     /// Origins allowed by CORS (`*` for any); empty: no CORS headers.
     pub cors_origins: Vec<String>,
 }
@@ -233,6 +257,7 @@ impl Config {
                 return Err(format!("--cors-origin: {o:?} is not an origin"));
             }
         }
+        let nats = nats_config(&args)?;
         Ok(Config {
             listen: args.listen,
             cors_origins: args.cors_origins,
@@ -261,7 +286,13 @@ impl Config {
                 .map_err(|_| "--batch-max-bytes: too large")?,
             delivery_timeout,
             shutdown_timeout: duration("shutdown-timeout", &args.shutdown_timeout)?,
+            nats,
         })
+    }
+
+    /// Whether the log and the shared state live in JetStream (`--nats`).
+    pub fn is_cluster(&self) -> bool {
+        self.nats.is_some()
     }
 
     /// A configuration with every default, for tests.
@@ -274,6 +305,42 @@ impl Config {
             Err(e) => unreachable!("default flags are valid: {e}"),
         }
     }
+}
+
+/// Validate the cluster-mode flags; `None` without `--nats`.
+fn nats_config(args: &Args) -> Result<Option<NatsConfig>, String> {
+    let urls: Vec<String> = args
+        .nats
+        .iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    for u in &urls {
+        if u.parse::<async_nats::ServerAddr>().is_err() {
+            return Err(format!(
+                "--nats: {u:?} is not a NATS URL (nats://HOST:PORT)"
+            ));
+        }
+    }
+    crate::log::jetstream::validate_stream_name(&args.stream)
+        .map_err(|e| format!("--stream: {e}"))?;
+    if !(1..=5).contains(&args.replicas) {
+        return Err("--replicas: must be between 1 and 5 (JetStream's limit)".into());
+    }
+    let lease_ttl =
+        shared::config::parse_duration(&args.lease_ttl).map_err(|e| format!("--lease-ttl: {e}"))?;
+    if lease_ttl < crate::cluster::MIN_LEASE_TTL {
+        return Err("--lease-ttl: must be at least 1s".into());
+    }
+    Ok(Some(NatsConfig {
+        urls,
+        stream: args.stream.clone(),
+        replicas: args.replicas,
+        lease_ttl,
+    }))
 }
 
 #[cfg(test)]
@@ -319,6 +386,38 @@ mod tests {
         assert_eq!(c.hosts[1].1, HostMode::Replay);
         assert_eq!(c.keep_headers, vec!["x-request-id".to_owned()]);
         assert_eq!(c.retention, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn cluster_flags_are_parsed_and_checked() {
+        assert!(parse(&[]).unwrap().nats.is_none());
+        let c = parse(&[
+            "--nats",
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223",
+            "--replicas",
+            "1",
+            "--lease-ttl",
+            "2s",
+        ])
+        .unwrap();
+        let n = c.nats.unwrap();
+        assert_eq!(n.urls.len(), 2);
+        assert_eq!((n.stream.as_str(), n.replicas), ("reflektor", 1));
+        assert_eq!(n.lease_ttl, Duration::from_secs(2));
+        for (argv, flag) in [
+            (vec!["--nats", "nats://x:1", "--stream", "a.b"], "--stream"),
+            (
+                vec!["--nats", "nats://x:1", "--replicas", "0"],
+                "--replicas",
+            ),
+            (
+                vec!["--nats", "nats://x:1", "--lease-ttl", "10ms"],
+                "--lease-ttl",
+            ),
+        ] {
+            let err = parse(&argv).unwrap_err();
+            assert!(err.contains(flag), "{argv:?}: {err}");
+        }
     }
 
     #[test]

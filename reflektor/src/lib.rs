@@ -14,6 +14,7 @@
 //!    workers, close the log (everything appended is synced), save the cursors. All of it
 //!    within `--shutdown-timeout`.
 
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 mod fsutil;
@@ -36,9 +37,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::Config;
-use delivery::{DeadLetters, Pool};
+use delivery::{DeadLetterStore, DeadLetters, Pool};
 use intake::Dedupe;
-use log::{Log, LogConfig};
+use log::{JetStreamConfig, JetStreamLog, Log, LogConfig};
 
 /// How often expired idempotency keys are swept (or the window, when shorter).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -54,7 +55,7 @@ pub struct AppState {
     pub log: Log,
     pub dedupe: Arc<Dedupe>,
     pub pool: Arc<Pool>,
-    pub dead_letters: Arc<DeadLetters>,
+    pub dead_letters: DeadLetterStore,
     /// Cancelled when shutting down: intake refuses, `/readyz` answers 503.
     pub shutdown: CancellationToken,
     pub prometheus: PrometheusHandle,
@@ -87,6 +88,9 @@ impl AppState {
         // Install the metrics recorder before anything records (the dead-letter count is set
         // while opening; recorded earlier, it would go nowhere).
         let prometheus = shared::telemetry::prometheus();
+        if config.is_cluster() {
+            return AppState::open_cluster(config, shutdown, prometheus).await;
+        }
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -99,7 +103,7 @@ impl AppState {
         log_cfg.max_disk_bytes = config.max_disk_bytes;
         log_cfg.keys_window = config.dedupe_window;
         log_cfg.fs = fs;
-        let opened = tokio::task::spawn_blocking(move || Log::open(log_cfg))
+        let opened = tokio::task::spawn_blocking(move || log::embedded::Log::open(log_cfg))
             .await
             .context("log open task failed")?
             .context("cannot open the log")?;
@@ -109,18 +113,25 @@ impl AppState {
                 "cut a torn tail from the log (an append that was never acknowledged)"
             );
         }
-        let log = opened.log;
+        let log: Log = opened.log.into();
         let dedupe = Arc::new(Dedupe::new(
             config.dedupe_window,
             intake::dedupe::DEFAULT_MAX_ENTRIES,
         ));
         let keys = dedupe.rebuild(opened.recent_keys, now_ms());
-        let dead_letters = Arc::new(
+        let dead_letters = DeadLetterStore::File(Arc::new(
             DeadLetters::open(&config.data_dir, delivery::dead_letter::DEFAULT_MAX_ENTRIES)
                 .context("cannot open the dead-letter store")?,
-        );
+        ));
         ops::metrics::register(config.max_disk_bytes);
-        let pool = Pool::start(&config, log.clone(), dead_letters.clone(), shutdown.clone())?;
+        let pool = Pool::start(
+            &config,
+            log.clone(),
+            dead_letters.clone(),
+            shutdown.clone(),
+            None,
+        )
+        .await?;
         info!(
             epoch = %log.epoch(),
             oldest = %log.oldest(),
@@ -128,6 +139,81 @@ impl AppState {
             idempotency_keys = keys,
             hosts = pool.list().len(),
             "log open"
+        );
+        Ok(AppState {
+            config: Arc::new(config),
+            log,
+            dedupe,
+            pool,
+            dead_letters,
+            shutdown,
+            prometheus,
+        })
+    }
+}
+
+impl AppState {
+    /// Cluster mode: the log in JetStream, the host table, leases and dead letters beside it.
+    async fn open_cluster(
+        mut config: Config,
+        shutdown: CancellationToken,
+        prometheus: PrometheusHandle,
+    ) -> anyhow::Result<AppState> {
+        let Some(nats) = config.nats.clone() else {
+            anyhow::bail!("cluster mode needs --nats");
+        };
+        let mut js_cfg = JetStreamConfig::new(nats.urls.clone());
+        js_cfg.stream = nats.stream.clone();
+        js_cfg.replicas = nats.replicas;
+        js_cfg.max_age = config.retention;
+        js_cfg.max_bytes = config.retention_bytes;
+        js_cfg.duplicate_window = config.dedupe_window;
+        let (jetstream, js) = JetStreamLog::open(js_cfg)
+            .await
+            .context("cluster mode: cannot open the log in JetStream")?;
+        if config.max_body > jetstream.max_body_bytes() {
+            warn!(
+                max_body = config.max_body,
+                accepted = jetstream.max_body_bytes(),
+                "the NATS servers' max_payload is smaller than --max-body: larger bodies get 413 (raise max_payload in the nats-server configuration to accept them)"
+            );
+            config.max_body = jetstream.max_body_bytes();
+        }
+        let instance = format!("reflektor-{}-{:08x}", std::process::id(), fastrand::u32(..));
+        let (cluster, dead) = cluster::Cluster::open(
+            &js,
+            &nats.stream,
+            nats.replicas,
+            nats.lease_ttl,
+            instance.clone(),
+            jetstream.epoch(),
+            delivery::dead_letter::DEFAULT_MAX_ENTRIES,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster mode: {e}"))?;
+        ops::metrics::register(config.max_disk_bytes);
+        let log: Log = jetstream.into();
+        let dedupe = Arc::new(Dedupe::new(
+            config.dedupe_window,
+            intake::dedupe::DEFAULT_MAX_ENTRIES,
+        ));
+        let dead_letters = DeadLetterStore::JetStream(Arc::new(dead));
+        let pool = Pool::start(
+            &config,
+            log.clone(),
+            dead_letters.clone(),
+            shutdown.clone(),
+            Some(Arc::new(cluster)),
+        )
+        .await?;
+        info!(
+            %instance,
+            stream = %nats.stream,
+            epoch = %log.epoch(),
+            oldest = %log.oldest(),
+            head = %log.head(),
+            hosts = pool.list().len(),
+            "cluster mode: log open in JetStream"
         );
         Ok(AppState {
             config: Arc::new(config),
@@ -293,12 +379,36 @@ pub async fn run_with(
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
         tokio::time::sleep_until(deadline).await;
     };
+    // Cluster mode: a stream deleted and created again is another log; this process's cursors
+    // and idempotency window belong to the old one, so it stops (a supervisor restarts it on
+    // the new log).
+    let replaced = {
+        let log = state.log.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let Some(jetstream) = log.jetstream() else {
+                return std::future::pending().await;
+            };
+            let why = jetstream.replaced().await;
+            shutdown.cancel();
+            why
+        }
+    };
+    let mut replaced = std::pin::pin!(replaced);
+    let mut lost: Option<String> = None;
     let stop_started = tokio::time::Instant::now();
-    let served = tokio::select! {
-        r = serve => r.context("server failed"),
-        () = deadline => {
-            warn!("in-flight requests did not finish within the shutdown timeout");
-            Ok(())
+    let served = {
+        let mut serve = std::pin::pin!(serve);
+        let mut deadline = std::pin::pin!(deadline);
+        loop {
+            tokio::select! {
+                r = &mut serve => break r.context("server failed"),
+                () = &mut deadline => {
+                    warn!("in-flight requests did not finish within the shutdown timeout");
+                    break Ok(());
+                }
+                why = &mut replaced, if lost.is_none() => lost = Some(why),
+            }
         }
     };
     shutdown.cancel();
@@ -317,6 +427,9 @@ pub async fn run_with(
     background.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), background.wait()).await;
     info!("stopped");
+    if let Some(why) = lost {
+        anyhow::bail!("{why}");
+    }
     served
 }
 

@@ -60,6 +60,25 @@ pub struct DeadLetterView {
     pub body_bytes: Option<usize>,
 }
 
+impl DeadLetter {
+    /// The entry as the list endpoint shows it.
+    pub fn view(&self) -> DeadLetterView {
+        let rec = Record::decode(self.record.clone()).ok();
+        DeadLetterView {
+            id: self.id,
+            host_id: self.host_id.clone(),
+            host_url: self.host_url.clone(),
+            offset: self.offset,
+            status: self.status,
+            error: self.error.clone(),
+            at_ms: self.at_ms,
+            method: rec.as_ref().map(|r| r.method.as_str()),
+            target: rec.as_ref().map(|r| r.target.clone()),
+            body_bytes: rec.as_ref().map(|r| r.body.len()),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Line {
@@ -209,25 +228,7 @@ impl DeadLetters {
     }
 
     pub fn list(&self) -> Vec<DeadLetterView> {
-        self.lock()
-            .entries
-            .iter()
-            .map(|d| {
-                let rec = Record::decode(d.record.clone()).ok();
-                DeadLetterView {
-                    id: d.id,
-                    host_id: d.host_id.clone(),
-                    host_url: d.host_url.clone(),
-                    offset: d.offset,
-                    status: d.status,
-                    error: d.error.clone(),
-                    at_ms: d.at_ms,
-                    method: rec.as_ref().map(|r| r.method.as_str()),
-                    target: rec.as_ref().map(|r| r.target.clone()),
-                    body_bytes: rec.as_ref().map(|r| r.body.len()),
-                }
-            })
-            .collect()
+        self.lock().entries.iter().map(DeadLetter::view).collect()
     }
 
     pub fn get(&self, id: u64) -> Option<DeadLetter> {

@@ -90,6 +90,8 @@ pub struct HostSnapshot {
     pub last_success_at: Option<u64>,
     /// Retries since the host was added or reflektor started.
     pub retries: u64,
+    /// Cluster mode: the instance delivering to the host (as last written to the host table).
+    pub owner: Option<String>,
 }
 
 /// One host of the pool, shared by its worker, the pool and the ops endpoints.
@@ -99,6 +101,12 @@ pub struct Host {
     pub mode: HostMode,
     /// Cancelled when the host is removed or reflektor shuts down; ends the worker.
     pub stop: CancellationToken,
+    /// What the worker stops on: `stop` itself, or in cluster mode a child of it for one lease
+    /// term (cancelled when the lease is lost).
+    term: Mutex<CancellationToken>,
+    /// Cluster mode: true while this instance holds the host's lease (its state is then the
+    /// live one, not a copy of the host table's).
+    pub(crate) leased: std::sync::atomic::AtomicBool,
     /// Held only for field updates, never across an await.
     state: Mutex<HostSnapshot>,
     /// From each record's acceptance to this host's acknowledgement of it
@@ -128,6 +136,8 @@ impl Host {
             id: url.id(),
             url,
             mode,
+            term: Mutex::new(stop.clone()),
+            leased: std::sync::atomic::AtomicBool::new(false),
             stop,
             state: Mutex::new(HostSnapshot {
                 cursor,
@@ -136,6 +146,7 @@ impl Host {
                 last_error: None,
                 last_success_at: None,
                 retries: 0,
+                owner: None,
             }),
             latency: shared::telemetry::LatencyHistogram::new(),
         }
@@ -148,6 +159,31 @@ impl Host {
             Err(poisoned) => poisoned.into_inner(),
         };
         f(&mut guard)
+    }
+
+    /// The token delivery stops on (see `term`).
+    pub(crate) fn term(&self) -> CancellationToken {
+        match self.term.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Start a lease term: delivery runs until the returned token (a child of `stop`) is
+    /// cancelled.
+    pub(crate) fn begin_term(&self) -> CancellationToken {
+        let term = self.stop.child_token();
+        match self.term.lock() {
+            Ok(mut g) => *g = term.clone(),
+            Err(p) => *p.into_inner() = term.clone(),
+        }
+        term
+    }
+
+    /// Take the delivery state another instance left (cluster mode): cursor, applied, and what
+    /// the operations endpoint shows.
+    pub(crate) fn load(&self, s: HostSnapshot) {
+        self.with(|mine| *mine = s);
     }
 
     pub fn snapshot(&self) -> HostSnapshot {

@@ -35,13 +35,16 @@
 //! Retention ([`pool`]) runs every 10 s with the lowest cursor of the pool, so a segment is only
 //! deleted once every host has passed it and it is outside the retention window.
 
+mod cluster;
 pub mod dead_letter;
 mod host;
+mod letters;
 pub mod pool;
 pub mod retry;
 mod sender;
 mod worker;
 
-pub use dead_letter::{DeadLetter, DeadLetters};
+pub use dead_letter::{DeadLetter, DeadLetterView, DeadLetters};
 pub use host::{Host, HostId, HostMode, HostSnapshot, HostUrl, StartAt};
+pub use letters::DeadLetterStore;
 pub use pool::{Pool, PoolError};

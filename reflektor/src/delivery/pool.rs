@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::dead_letter::DeadLetters;
+use super::cluster::{candidate, snapshot_of};
+use super::letters::DeadLetterStore;
 use super::sender::Sender;
 use super::worker::{self, Ctx};
 use super::{Host, HostId, HostMode, HostUrl, StartAt};
+use crate::cluster::{Change, Cluster, HostRecord};
 use crate::config::Config;
 use crate::log::Log;
 
@@ -29,6 +31,9 @@ pub const RETAIN_EVERY: Duration = Duration::from_secs(10);
 pub enum PoolError {
     #[error("host {0} is already in the pool")]
     Exists(HostUrl),
+    /// Cluster mode: the host table in JetStream could not be written.
+    #[error("the host table cannot be written: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -56,6 +61,9 @@ pub struct Pool {
     path: PathBuf,
     /// What was last written to `hosts.json`, to skip writes when nothing moved.
     saved: Mutex<Option<Vec<StoredHost>>>,
+    /// Cluster mode: the host table, leases and this instance's name. The pool then follows
+    /// the shared table instead of `hosts.json`, and runs a lease candidate per host.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -71,11 +79,12 @@ impl Pool {
     ///
     /// # Errors
     /// `hosts.json` exists but cannot be read or parsed, or the HTTP client cannot be built.
-    pub fn start(
+    pub async fn start(
         config: &Config,
         log: Log,
-        dead_letters: Arc<DeadLetters>,
+        dead_letters: DeadLetterStore,
         shutdown: CancellationToken,
+        cluster: Option<Arc<Cluster>>,
     ) -> anyhow::Result<Arc<Pool>> {
         let path = config.data_dir.join("hosts.json");
         let sender = Sender::new(
@@ -93,12 +102,18 @@ impl Pool {
                 dead_letters,
                 batch_max_records: config.batch_max_records,
                 batch_max_bytes: config.batch_max_bytes,
+                new_host_start: config.new_host_start,
             }),
             workers: TaskTracker::new(),
             shutdown,
             path,
             saved: Mutex::new(None),
+            cluster,
         });
+        if let Some(cluster) = pool.cluster.clone() {
+            pool.start_cluster(config, &cluster).await?;
+            return Ok(pool);
+        }
         let stored = match std::fs::read(&pool.path) {
             Ok(bytes) => {
                 let s: StoredPool = serde_json::from_slice(&bytes).map_err(|e| {
@@ -147,10 +162,60 @@ impl Pool {
         ));
         info!(id = %host.id, url = %host.url, ?mode, %cursor, "host added");
         let span = info_span!("host", id = %host.id, url = %host.url);
-        self.workers
-            .spawn(worker::run(host.clone(), self.ctx.clone()).instrument(span));
+        match &self.cluster {
+            None => self
+                .workers
+                .spawn(worker::run(host.clone(), self.ctx.clone()).instrument(span)),
+            Some(cluster) => self
+                .workers
+                .spawn(candidate(host.clone(), self.ctx.clone(), cluster.clone()).instrument(span)),
+        };
         self.write_hosts().insert(host.id.clone(), host.clone());
         host
+    }
+
+    /// Cluster mode: take the pool from the host table, add the command-line hosts missing
+    /// from it, start a candidate per host.
+    async fn start_cluster(&self, config: &Config, cluster: &Cluster) -> anyhow::Result<()> {
+        let log = &self.ctx.log;
+        for (url, mode) in &config.hosts {
+            let rec = HostRecord::new(
+                url.clone(),
+                *mode,
+                cluster.epoch,
+                start_at(config.new_host_start, log.oldest(), log.head()),
+            );
+            cluster
+                .hosts
+                .create(&url.id(), &rec)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot add host {url} to the host table: {e}"))?;
+        }
+        let records = cluster
+            .hosts
+            .list()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the host table: {e}"))?;
+        for (_, rec, _) in records {
+            self.follow(rec);
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: a record seen in the host table. A new host gets a candidate; a known one
+    /// that this instance does not deliver to shows what its deliverer wrote.
+    fn follow(&self, rec: HostRecord) {
+        match self.get(&rec.url.id()) {
+            Some(host) => {
+                if !host.leased.load(std::sync::atomic::Ordering::Acquire) {
+                    host.load(snapshot_of(&rec));
+                }
+            }
+            None => {
+                let host = self.insert(rec.url.clone(), rec.mode, rec.cursor, rec.applied);
+                host.load(snapshot_of(&rec));
+            }
+        }
     }
 
     fn write_hosts(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<HostId, Arc<Host>>> {
@@ -171,7 +236,7 @@ impl Pool {
     ///
     /// # Errors
     /// [`PoolError::Exists`] when a host with that URL is in the pool.
-    pub fn add(
+    pub async fn add(
         &self,
         url: HostUrl,
         mode: HostMode,
@@ -182,11 +247,45 @@ impl Pool {
         }
         let log = &self.ctx.log;
         let cursor = start_at(start, log.oldest(), log.head());
+        if let Some(cluster) = &self.cluster {
+            let rec = HostRecord::new(url.clone(), mode, cluster.epoch, cursor);
+            if !cluster
+                .hosts
+                .create(&url.id(), &rec)
+                .await
+                .map_err(PoolError::Unavailable)?
+            {
+                return Err(PoolError::Exists(url));
+            }
+            // The table watcher may have added it already.
+            if let Some(host) = self.get(&url.id()) {
+                return Ok(host);
+            }
+        }
         Ok(self.insert(url, mode, cursor, Offset::ZERO))
     }
 
-    /// Remove a host and stop its worker. The change is saved with the next cursor save.
-    pub fn remove(&self, id: &HostId) -> Option<Arc<Host>> {
+    /// Remove a host and stop its worker. The change is saved with the next cursor save (in
+    /// cluster mode, deleted from the host table at once, which stops it on every instance).
+    ///
+    /// # Errors
+    /// Cluster mode: the host table could not be written.
+    pub async fn remove(&self, id: &HostId) -> Result<Option<Arc<Host>>, PoolError> {
+        if let Some(cluster) = &self.cluster {
+            if self.get(id).is_none() {
+                return Ok(None);
+            }
+            cluster
+                .hosts
+                .delete(id)
+                .await
+                .map_err(PoolError::Unavailable)?;
+        }
+        Ok(self.forget(id))
+    }
+
+    /// Stop a host's worker and drop it from this instance's pool.
+    fn forget(&self, id: &HostId) -> Option<Arc<Host>> {
         let host = self.write_hosts().remove(id)?;
         host.stop.cancel();
         info!(id = %host.id, url = %host.url, "host removed");
@@ -243,11 +342,15 @@ impl Pool {
             .collect()
     }
 
-    /// Write `hosts.json` if anything changed since the last write (blocking I/O).
+    /// Write `hosts.json` if anything changed since the last write (blocking I/O). In cluster
+    /// mode this does nothing: each host's deliverer writes its record to the host table.
     ///
     /// # Errors
     /// The atomic write failed; the previous file is intact.
     pub fn save(&self) -> std::io::Result<bool> {
+        if self.cluster.is_some() {
+            return Ok(false);
+        }
         let hosts = self.stored();
         let mut saved = match self.saved.lock() {
             Ok(g) => g,
@@ -284,6 +387,11 @@ impl Pool {
         retention_bytes: u64,
         stop: CancellationToken,
     ) {
+        if let Some(cluster) = self.cluster.clone() {
+            let this = self.clone();
+            let stop3 = stop.clone();
+            tracker.spawn(async move { this.watch_table(&cluster, &stop3).await });
+        }
         let this = self.clone();
         let stop2 = stop.clone();
         tracker.spawn(async move {
@@ -323,6 +431,44 @@ impl Pool {
         });
     }
 
+    /// Cluster mode: follow the host table until `stop`, so hosts added or removed on any
+    /// instance are added or removed here.
+    async fn watch_table(&self, cluster: &Cluster, stop: &CancellationToken) {
+        use futures_util::StreamExt;
+        let mut failures: u32 = 0;
+        loop {
+            match cluster.hosts.watch().await {
+                Ok(changes) => {
+                    let mut changes = std::pin::pin!(changes);
+                    failures = 0;
+                    loop {
+                        let next = tokio::select! {
+                            n = changes.next() => n,
+                            () = stop.cancelled() => return,
+                        };
+                        match next {
+                            Some(Ok(Change::Put(rec))) => self.follow(rec),
+                            Some(Ok(Change::Removed(id))) => {
+                                self.forget(&id);
+                            }
+                            Some(Err(e)) => {
+                                warn!(err = %e, "host table watch failed; watching again");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Err(e) => warn!(err = %e, "cannot watch the host table"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(super::retry::backoff(failures)) => {}
+                () = stop.cancelled() => return,
+            }
+            failures = failures.saturating_add(1);
+        }
+    }
+
     /// Stop every worker, wait for them (up to `timeout`), save the cursors.
     pub async fn stop(self: &Arc<Self>, timeout: Duration) {
         for h in self.list() {
@@ -342,7 +488,7 @@ impl Pool {
     }
 }
 
-fn start_at(start: StartAt, oldest: Offset, head: Offset) -> Offset {
+pub(crate) fn start_at(start: StartAt, oldest: Offset, head: Offset) -> Offset {
     match start {
         StartAt::Oldest => oldest,
         StartAt::Tail => head.next(),

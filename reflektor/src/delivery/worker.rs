@@ -8,7 +8,8 @@ use shared::batch::IngestAck;
 use shared::{Offset, Record};
 use tracing::{debug, error, info, warn};
 
-use super::dead_letter::DeadLetters;
+use super::StartAt;
+use super::letters::DeadLetterStore;
 use super::retry::{self, Action, Answer};
 use super::sender::{Reply, Sender};
 use super::{Host, HostMode};
@@ -24,9 +25,11 @@ const MAX_ERROR_BYTES: usize = 4 << 10;
 pub(crate) struct Ctx {
     pub(crate) log: Log,
     pub(crate) sender: Sender,
-    pub(crate) dead_letters: Arc<DeadLetters>,
+    pub(crate) dead_letters: DeadLetterStore,
     pub(crate) batch_max_records: usize,
     pub(crate) batch_max_bytes: usize,
+    /// Where a host whose cursor belongs to another log starts again.
+    pub(crate) new_host_start: StartAt,
 }
 
 /// How sending something ended, once retries are over.
@@ -46,7 +49,7 @@ pub(crate) async fn run(host: Arc<Host>, ctx: Arc<Ctx>) {
     let mut last_sent = Instant::now()
         .checked_sub(HEARTBEAT)
         .unwrap_or_else(Instant::now);
-    while !host.stop.is_cancelled() {
+    while !host.term().is_cancelled() {
         head_rx.borrow_and_update();
         let cursor = host.cursor();
         let read = ctx
@@ -100,11 +103,11 @@ pub(crate) async fn run(host: Arc<Host>, ctx: Arc<Ctx>) {
                 changed = head_rx.changed() => {
                     if changed.is_err() {
                         // The log is closed: nothing more will come.
-                        host.stop.cancelled().await;
+                        host.term().cancelled_owned().await;
                     }
                 }
                 () = tokio::time::sleep(HEARTBEAT.saturating_sub(idle)) => {}
-                () = host.stop.cancelled() => break,
+                () = host.term().cancelled_owned() => break,
             }
             continue;
         }
@@ -124,7 +127,7 @@ pub(crate) async fn run(host: Arc<Host>, ctx: Arc<Ctx>) {
 async fn pause(host: &Host, d: Duration) -> bool {
     tokio::select! {
         () = tokio::time::sleep(d) => true,
-        () = host.stop.cancelled() => false,
+        () = host.term().cancelled_owned() => false,
     }
 }
 
@@ -254,7 +257,7 @@ async fn send_until_final(host: &Host, ctx: &Ctx, payload: Payload<'_>) -> Optio
         let started = Instant::now();
         let reply = tokio::select! {
             r = send(host, ctx, payload) => r,
-            () = host.stop.cancelled() => return None,
+            () = host.term().cancelled_owned() => return None,
         };
         metrics::delivery_latency(&host.id, started.elapsed());
         let (action, ack) = judge(host.mode, &reply);

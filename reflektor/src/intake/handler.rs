@@ -92,22 +92,32 @@ async fn accept(state: &AppState, req: Request) -> Result<Response, AppError> {
         return Err(AppError::bad_request("record_too_large", e.to_string()));
     }
     let (offset, replayed) = match idempotency_key {
-        None => (append(state, record).await?, false),
+        // A backend that recognised a repeat (JetStream's duplicate window, across instances)
+        // answers the first record's offset: a replay too.
+        None => append(state, record).await?,
         Some(key) => {
             // Run in its own task: if the client goes away mid-append, the append still
             // completes and fills the key's cell, so the client's retry with the same key
             // gets this offset instead of appending a second copy. The task ends with the
             // append (bounded by the log), and nothing else waits on it.
             let st = state.clone();
-            let task =
-                tokio::spawn(
-                    async move { st.dedupe.run(&key, now_ms, || append(&st, record)).await },
-                );
-            let appended = task
+            let task = tokio::spawn(async move {
+                let repeat = std::sync::atomic::AtomicBool::new(false);
+                let done = st
+                    .dedupe
+                    .run(&key, now_ms, || async {
+                        let (offset, dup) = append(&st, record).await?;
+                        repeat.store(dup, std::sync::atomic::Ordering::Relaxed);
+                        Ok(offset)
+                    })
+                    .await;
+                (done, repeat.into_inner())
+            });
+            let (appended, repeat) = task
                 .await
                 .map_err(|e| AppError::Internal(format!("append task failed: {e}")))?;
             match appended {
-                Deduped::Done { offset, replayed } => (offset, replayed),
+                Deduped::Done { offset, replayed } => (offset, replayed || repeat),
                 Deduped::Failed(e) => return Err(e),
                 Deduped::Full => {
                     tracing::warn!("idempotency window is full; refusing new keys");
@@ -135,7 +145,8 @@ async fn accept(state: &AppState, req: Request) -> Result<Response, AppError> {
     Ok(resp)
 }
 
-async fn append(state: &AppState, record: Record) -> Result<Offset, AppError> {
+/// Append; the offset, and whether the log answered a repeat of the record's idempotency key.
+async fn append(state: &AppState, record: Record) -> Result<(Offset, bool), AppError> {
     state.log.append(record).await.map_err(|e| match e {
         AppendError::Busy => AppError::Overloaded("the append stage is full; retry shortly".into()),
         AppendError::QuotaFull => AppError::Overloaded("the log's disk quota is full".into()),

@@ -65,4 +65,7 @@ pub enum LogError {
     /// The `meta` file is missing (while segments exist), damaged, or of another version.
     #[error("bad log meta file: {0}")]
     BadMeta(String),
+    /// JetStream did not answer (cluster mode).
+    #[error("JetStream: {0}")]
+    JetStream(String),
 }

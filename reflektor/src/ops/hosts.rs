@@ -40,6 +40,9 @@ pub(crate) struct HostView {
     pub(crate) last_error: Option<String>,
     pub(crate) last_success_at: Option<u64>,
     pub(crate) retries: u64,
+    /// Cluster mode: the instance delivering to the host; absent with the embedded log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) owner: Option<String>,
 }
 
 /// Describe a host, reading the timestamp of its oldest undelivered record for the lag.
@@ -66,6 +69,7 @@ pub(crate) async fn view(state: &AppState, host: &Host) -> HostView {
         last_error: s.last_error,
         last_success_at: s.last_success_at,
         retries: s.retries,
+        owner: s.owner,
     }
 }
 
@@ -110,7 +114,11 @@ pub(crate) async fn add_host(
     let host = state
         .pool
         .add(url, mode, start)
-        .map_err(|e: PoolError| AppError::Conflict(e.to_string()))?;
+        .await
+        .map_err(|e: PoolError| match e {
+            PoolError::Exists(_) => AppError::Conflict(e.to_string()),
+            PoolError::Unavailable(_) => AppError::Overloaded(e.to_string()),
+        })?;
     Ok((StatusCode::CREATED, Json(view(&state, &host).await)).into_response())
 }
 
@@ -118,14 +126,24 @@ pub(crate) async fn remove_host(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    match state.pool.remove(&HostId(id.clone())) {
+    let removed = state
+        .pool
+        .remove(&HostId(id.clone()))
+        .await
+        .map_err(|e| AppError::Overloaded(e.to_string()))?;
+    match removed {
         Some(h) => Ok(Json(json!({"removed": h.id, "url": h.url})).into_response()),
         None => Err(AppError::NotFound(format!("no host with id {id}"))),
     }
 }
 
-pub(crate) async fn list_dead_letters(State(state): State<AppState>) -> Response {
-    Json(json!({"dead_letters": state.dead_letters.list()})).into_response()
+pub(crate) async fn list_dead_letters(State(state): State<AppState>) -> Result<Response, AppError> {
+    let list = state
+        .dead_letters
+        .list()
+        .await
+        .map_err(|e| AppError::Overloaded(format!("cannot read the dead letters: {e}")))?;
+    Ok(Json(json!({"dead_letters": list})).into_response())
 }
 
 pub(crate) async fn redrive(
@@ -138,6 +156,8 @@ pub(crate) async fn redrive(
     let entry = state
         .dead_letters
         .get(id)
+        .await
+        .map_err(|e| AppError::Overloaded(format!("cannot read the dead letters: {e}")))?
         .ok_or_else(|| AppError::NotFound(format!("no dead letter with id {id}")))?;
     let host = state.pool.get(&entry.host_id).ok_or_else(|| {
         AppError::Conflict(format!(

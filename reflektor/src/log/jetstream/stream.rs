@@ -211,6 +211,8 @@ mod tests {
         let diffs = differences(&have, &want);
         assert_eq!(diffs.len(), 2, "{diffs:?}");
         assert!(diffs[0].contains("1 replicas") && diffs[0].contains("--replicas asks for 3"));
-        assert!(diffs[1].contains("max_age is 1h") && diffs[1].contains("--retention asks for 1day"));
+        assert!(
+            diffs[1].contains("max_age is 1h") && diffs[1].contains("--retention asks for 1day")
+        );
     }
 }

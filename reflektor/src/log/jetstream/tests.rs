@@ -55,10 +55,13 @@ async fn offsets_are_stream_sequences_and_reads_carry_them() {
         assert_eq!((offset, duplicate), (Offset(i), false));
     }
     // The head moves once the follower saw the stored records.
-    tokio::time::timeout(Duration::from_secs(5), head_rx.wait_for(|h| *h == Offset(5)))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        head_rx.wait_for(|h| *h == Offset(5)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!((log.oldest(), log.head()), (Offset(1), Offset(5)));
     let all = log.read(Offset(2), 100, 1 << 20).await.unwrap();
     assert_eq!(
@@ -88,10 +91,13 @@ async fn older_records_are_read_from_the_stream_in_bounded_batches() {
         log.append(record(&format!("{i:04}"), None)).await.unwrap();
     }
     let mut head_rx = log.watch_head();
-    tokio::time::timeout(Duration::from_secs(5), head_rx.wait_for(|h| *h == Offset(50)))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        head_rx.wait_for(|h| *h == Offset(50)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let mut from = Offset(1);
     let mut seen = Vec::new();
     while from <= log.head() {
@@ -125,7 +131,10 @@ async fn one_idempotency_key_is_one_record_across_instances() {
     assert_eq!(first, (Offset(2), false));
     assert_eq!(again, (Offset(2), true), "the repeat answers the first id");
     assert_eq!(other, (Offset(3), false));
-    assert_eq!(b.append(record("y", Some("order 2 é"))).await.unwrap(), (Offset(3), true));
+    assert_eq!(
+        b.append(record("y", Some("order 2 é"))).await.unwrap(),
+        (Offset(3), true)
+    );
 }
 
 #[tokio::test]
@@ -204,14 +213,20 @@ async fn records_removed_by_retention_are_reported_as_trimmed() {
     cfg.cache_bytes = 0;
     let log = open(&cfg).await;
     for i in 0..40 {
-        log.append(record(&format!("{i:0100}"), None)).await.unwrap();
+        log.append(record(&format!("{i:0100}"), None))
+            .await
+            .unwrap();
     }
-    tests::wait_for("retention removed the oldest records", Duration::from_secs(5), async || {
-        matches!(
-            log.read(Offset(1), 10, 1 << 20).await,
-            Err(ReadError::Trimmed { oldest }) if oldest > Offset(1)
-        )
-    })
+    tests::wait_for(
+        "retention removed the oldest records",
+        Duration::from_secs(5),
+        async || {
+            matches!(
+                log.read(Offset(1), 10, 1 << 20).await,
+                Err(ReadError::Trimmed { oldest }) if oldest > Offset(1)
+            )
+        },
+    )
     .await
     .unwrap();
     let oldest = log.oldest();

@@ -1,25 +1,23 @@
-//! [`Log`]: the handle the rest of reflektor uses, and the state it shares with the threads.
+//! [`Log`]: the embedded log's handle; what it shares with its threads is in [`super::state`].
 
 use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use shared::{Epoch, Offset, Record};
 use tokio::sync::{oneshot, watch};
 
-use super::cache::Cache;
-use super::segment::{self, FRAME_HEADER_LEN, SegmentEntry};
+use super::segment::{self, FRAME_HEADER_LEN};
+use super::state::{State, lock, read_lock};
 use super::writer::{self, Command, Pending, Threads};
-use super::{AppendError, LogConfig, LogError, ReadError, reader, recovery, retention};
+use super::{AppendError, LogConfig, LogError, LogStats, ReadError, reader, recovery, retention};
 
 /// Locked while a process has the log open.
 const LOCK_FILE: &str = "lock";
-/// Most reader position hints kept (the writer leaves one per MiB written).
-const MAX_HINTS: usize = 1 << 16;
 
 /// Cheap to clone; every clone is the same log.
 #[derive(Clone)]
@@ -38,16 +36,6 @@ pub struct Opened {
     pub truncated_bytes: u64,
 }
 
-/// A snapshot for metrics and the operations API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogStats {
-    pub segments: usize,
-    /// Total size of the segment files.
-    pub bytes: u64,
-    pub oldest: Offset,
-    pub head: Offset,
-}
-
 /// Owned by the handles only: dropping the last handle drops `append_tx`, which ends the
 /// writer thread (after it has written what was queued).
 struct Inner {
@@ -56,114 +44,6 @@ struct Inner {
     /// Set by `close`: appends fail with `Closed` from then on.
     closed: AtomicBool,
     threads: Mutex<Option<Threads>>,
-}
-
-/// Shared by the handles, the writer thread and the syncer threads.
-pub(super) struct State {
-    pub(super) cfg: LogConfig,
-    pub(super) epoch: Epoch,
-    /// Every segment by base offset; the last one is active. Short critical sections only.
-    pub(super) segments: RwLock<BTreeMap<u64, SegmentEntry>>,
-    /// Size of all segment files (the quota counts this).
-    pub(super) total_bytes: AtomicU64,
-    /// Newest offset readers may see.
-    head: AtomicU64,
-    head_tx: watch::Sender<Offset>,
-    /// Oldest retained offset.
-    pub(super) oldest: AtomicU64,
-    pub(super) cache: Mutex<Cache>,
-    /// Reader position hints: offset -> (segment base, file position of that offset's frame).
-    hints: Mutex<BTreeMap<u64, (u64, u64)>>,
-    /// The active segment, for the syncer (the writer swaps it when rolling).
-    pub(super) active: Mutex<Arc<File>>,
-    /// Set when a write could not be taken back or an `fdatasync` failed: the log no longer
-    /// accepts appends, acknowledges or publishes anything (see the module docs).
-    failed: Mutex<Option<String>>,
-    has_failed: AtomicBool,
-    /// Held open until the log is closed: its lock keeps a second process out of `dir`.
-    dir_lock: Mutex<Option<File>>,
-    /// Bytes read by recovery when this log was opened.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(super) scanned_bytes: u64,
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(super) fn read_lock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(super) fn write_lock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl State {
-    pub(super) fn head(&self) -> Offset {
-        Offset(self.head.load(Ordering::Acquire))
-    }
-
-    pub(super) fn oldest(&self) -> Offset {
-        Offset(self.oldest.load(Ordering::Acquire))
-    }
-
-    /// Make records up to `head` visible to readers (never moves backwards).
-    pub(super) fn publish_head(&self, head: u64) {
-        let previous = self.head.fetch_max(head, Ordering::AcqRel);
-        if head > previous {
-            self.head_tx.send_if_modified(|visible| {
-                if head > visible.0 {
-                    *visible = Offset(head);
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-    }
-
-    pub(super) fn failure(&self) -> Option<String> {
-        if self.has_failed.load(Ordering::Acquire) {
-            lock(&self.failed).clone()
-        } else {
-            None
-        }
-    }
-
-    /// Stop accepting appends for good.
-    pub(super) fn fail(&self, why: String) {
-        tracing::error!(error = %why, "the log stopped accepting appends");
-        let mut failed = lock(&self.failed);
-        if failed.is_none() {
-            *failed = Some(why);
-        }
-        self.has_failed.store(true, Ordering::Release);
-    }
-
-    pub(super) fn add_hint(&self, offset: u64, base: u64, position: u64) {
-        let mut hints = lock(&self.hints);
-        hints.insert(offset, (base, position));
-        while hints.len() > MAX_HINTS {
-            hints.pop_first();
-        }
-    }
-
-    /// Where to start scanning segment `base` for `offset`: (offset, position) of the nearest
-    /// known frame at or before it.
-    pub(super) fn hint(&self, base: u64, offset: u64) -> Option<(u64, u64)> {
-        let hints = lock(&self.hints);
-        hints
-            .range(base..=offset)
-            .next_back()
-            .filter(|(_, (b, _))| *b == base)
-            .map(|(o, (_, pos))| (*o, *pos))
-    }
-
-    pub(super) fn drop_hints_below(&self, offset: u64) {
-        let mut hints = lock(&self.hints);
-        *hints = hints.split_off(&offset);
-    }
 }
 
 /// Take `<dir>/lock` so no other process writes this log at the same time.
@@ -211,28 +91,23 @@ impl Log {
             .copied()
             .unwrap_or(rec.active_base);
         let head = rec.next - 1;
-        let (head_tx, _) = watch::channel(Offset(head));
         let active = Arc::new(rec.active);
         let mut hints = BTreeMap::new();
         for (offset, position) in rec.hints {
             hints.insert(offset, (rec.active_base, position));
         }
-        let state = Arc::new(State {
-            epoch,
-            segments: RwLock::new(rec.segments),
-            total_bytes: AtomicU64::new(rec.total_bytes),
-            head: AtomicU64::new(head),
-            head_tx,
-            oldest: AtomicU64::new(oldest),
-            cache: Mutex::new(Cache::new(cfg.cache_bytes)),
-            hints: Mutex::new(hints),
-            active: Mutex::new(active.clone()),
-            failed: Mutex::new(None),
-            has_failed: AtomicBool::new(false),
-            scanned_bytes: rec.scanned_bytes,
-            dir_lock: Mutex::new(Some(dir_lock)),
+        let state = Arc::new(State::new(
             cfg,
-        });
+            epoch,
+            rec.segments,
+            rec.total_bytes,
+            head,
+            oldest,
+            hints,
+            active.clone(),
+            dir_lock,
+            rec.scanned_bytes,
+        ));
 
         let (append_tx, append_rx) = mpsc::sync_channel(state.cfg.append_queue.max(1));
         let threads = writer::spawn(
@@ -319,7 +194,7 @@ impl Log {
 
     /// Watch the visible head; it changes each time new records become visible.
     pub fn watch_head(&self) -> watch::Receiver<Offset> {
-        self.inner.state.head_tx.subscribe()
+        self.inner.state.watch_head()
     }
 
     /// Up to `max_records` / `max_bytes` (at least one record when any is available) encoded
@@ -419,7 +294,7 @@ impl Log {
         .await
         .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))?;
         // Nothing writes to the directory any more: another open may take it.
-        lock(&self.inner.state.dir_lock).take();
+        self.inner.state.release_dir_lock();
         match joined {
             Ok(result) => result.map_err(LogError::Io),
             Err(_) => Err(LogError::Io(std::io::Error::other(

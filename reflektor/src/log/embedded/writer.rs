@@ -12,9 +12,9 @@ use bytes::BytesMut;
 use shared::{Offset, Record};
 use tracing::{debug, error, info};
 
-use super::handle::{State, lock, write_lock};
 use super::recovery::HINT_EVERY;
 use super::segment::{self, FRAME_HEADER_LEN, HEADER_LEN, SegmentEntry};
+use super::state::{State, lock, write_lock};
 use super::syncer::{self, Reply, SyncQueue};
 use super::{AppendError, FsyncPolicy};
 

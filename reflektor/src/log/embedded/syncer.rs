@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use shared::Offset;
 use tokio::sync::oneshot;
 
-use super::handle::{State, lock};
+use super::state::{State, lock};
 use super::{AppendError, FsyncPolicy};
 
 /// Syncers under `always`: how many `fdatasync`s may be in flight at once.

@@ -9,7 +9,7 @@ use shared::Offset;
 use tracing::info;
 
 use super::LogError;
-use super::handle::{State, read_lock, write_lock};
+use super::state::{State, read_lock, write_lock};
 
 /// See [`Log::retain`](super::Log::retain).
 pub(super) fn retain(

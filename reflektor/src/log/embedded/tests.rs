@@ -520,7 +520,7 @@ async fn a_full_append_queue_answers_busy() {
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let staller = std::thread::spawn(move || {
-        let _guard = super::handle::lock(&state.cache);
+        let _guard = super::state::lock(&state.cache);
         locked_tx.send(()).unwrap();
         let _ = release_rx.recv();
     });
@@ -787,7 +787,7 @@ async fn nothing_acknowledged_is_lost_when_the_process_is_killed() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "log::tests::append_until_killed",
+                "log::embedded::tests::append_until_killed",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

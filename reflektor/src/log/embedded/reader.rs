@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use shared::Offset;
 
 use super::ReadError;
-use super::handle::{State, read_lock};
 use super::segment::{self, FRAME_HEADER_LEN, HEADER_LEN};
+use super::state::{State, read_lock};
 
 /// Read-ahead buffer for scanning a segment.
 const READ_BUFFER: usize = 256 << 10;
