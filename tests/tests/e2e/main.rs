@@ -3,6 +3,8 @@
 //!
 //! Build the binaries first (`cargo build --bins`); the harness finds them next to this test.
 //!
+//! - `cluster`: cluster mode on a three-node NATS cluster: instance and node faults, one key one
+//!   record across instances, a replaced stream, bad configuration.
 //! - `fanout`: one post reaches WebSocket and SSE clients on two hosts with the same seq.
 //! - `reflektor_faults`: reflektor SIGKILLed repeatedly under a stream of posts.
 //! - `host_faults`: an ekg host killed and rebuilt empty, stopped and resumed, and drained by SIGTERM.
@@ -16,6 +18,7 @@
 //! - `prometheus`: the shipped dashboard and alert rules, through promtool and a real Prometheus.
 
 mod bad_input;
+mod cluster;
 mod ekg_trust;
 mod fanout;
 mod host_faults;
