@@ -6,7 +6,8 @@ use shared::shutdown::{CancellationToken, TaskTracker};
 
 use crate::config::Config;
 use crate::ingest::IngestLog;
-pub use crate::rooms::{ConnectionLimiter, ConnectionPermit, Rooms, Transport};
+pub use crate::rooms::Rooms;
+pub use crate::streams::{ConnectionLimiter, ConnectionPermit, Transport};
 
 /// Shared by every handler; cheap to clone (every field is a handle).
 #[derive(Clone, Debug)]

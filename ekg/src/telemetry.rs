@@ -24,7 +24,8 @@
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use shared::telemetry::LatencyHistogram;
 
-use crate::rooms::{EventKind, Transport};
+use crate::rooms::EventKind;
+use crate::streams::Transport;
 
 pub const CONNECTIONS: &str = "ekg_connections";
 pub const CONNECTIONS_REFUSED: &str = "ekg_connections_refused_total";

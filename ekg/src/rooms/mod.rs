@@ -37,7 +37,7 @@
 //! trims history by age and removes rooms that are empty, unsubscribed and untouched for
 //! [`registry::ROOM_IDLE_AFTER`].
 
-mod connections;
+mod context;
 mod error;
 mod frame;
 pub mod history;
@@ -48,7 +48,6 @@ mod room;
 #[cfg(test)]
 mod tests;
 
-pub use connections::{ConnectionLimiter, ConnectionPermit, Transport};
 pub use error::RoomError;
 pub use frame::{Frame, Seq};
 pub use history::{Cursor, DEFAULT_PAGE, MAX_PAGE, Page, Retention};

@@ -1,15 +1,16 @@
 //! [`Rooms`]: every room on this host, by name, and the one sweeper that removes idle ones.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
 use super::RoomError;
+use super::context::Context;
 use super::frame::Seq;
-use super::history::{Delta, Retention};
+use super::history::Retention;
 use super::name::RoomId;
 use super::room::{ApplyError, Outcome, Room, RoomOp, Subscription, now_ms};
 use crate::telemetry;
@@ -19,37 +20,11 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// A room untouched for this long, with nothing retained and nobody subscribed, is removed.
 pub const ROOM_IDLE_AFTER: Duration = Duration::from_secs(60);
 
-/// Limits every room follows, and the process-wide counts behind the gauges.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) retention: Retention,
-    /// Capacity of each room's broadcast channel: the per-connection send queue in frames.
-    pub(crate) send_queue: usize,
-    /// The newest offset known to exist in the log feeding this host (a batch's `head`, a
-    /// replayed offset, or the last standalone seq). A resume cursor at or below it is valid
-    /// even where this host has not applied that far yet (it is rebuilding, or a moment behind
-    /// another host): the subscriber waits for the rest instead of starting over.
-    pub(crate) log_head: AtomicU64,
-    events: AtomicI64,
-    messages: AtomicI64,
-}
-
-impl Shared {
-    pub(crate) fn record(&self, delta: Delta) {
-        if delta.events != 0 {
-            self.events.fetch_add(delta.events, Ordering::Relaxed);
-        }
-        if delta.messages != 0 {
-            self.messages.fetch_add(delta.messages, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Every room on this host. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Rooms {
     map: Arc<DashMap<RoomId, Arc<Room>>>,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     max_rooms: usize,
 }
 
@@ -57,13 +32,7 @@ impl Rooms {
     pub fn new(retention: Retention, send_queue: usize, max_rooms: usize) -> Rooms {
         Rooms {
             map: Arc::new(DashMap::new()),
-            shared: Arc::new(Shared {
-                retention,
-                send_queue,
-                log_head: AtomicU64::new(0),
-                events: AtomicI64::new(0),
-                messages: AtomicI64::new(0),
-            }),
+            shared: Arc::new(Context::new(retention, send_queue)),
             max_rooms,
         }
     }
@@ -149,7 +118,7 @@ impl Rooms {
         }
     }
 
-    /// Record that the log holds records up to `head` (see `Shared::log_head`).
+    /// Record that the log holds records up to `head` (see `Context::log_head`).
     pub fn note_log_head(&self, head: shared::Offset) {
         self.shared.log_head.fetch_max(head.0, Ordering::Relaxed);
     }
@@ -209,12 +178,12 @@ impl Rooms {
 
     /// Events retained for resume, all rooms.
     pub fn stored_events(&self) -> u64 {
-        u64::try_from(self.shared.events.load(Ordering::Relaxed)).unwrap_or(0)
+        self.shared.stored_events()
     }
 
     /// Messages retained for paging, all rooms.
     pub fn stored_messages(&self) -> u64 {
-        u64::try_from(self.shared.messages.load(Ordering::Relaxed)).unwrap_or(0)
+        self.shared.stored_messages()
     }
 
     /// Set the room and history gauges (called when metrics are rendered).

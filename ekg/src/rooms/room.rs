@@ -8,10 +8,10 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::RoomError;
+use super::context::Context;
 use super::frame::{Frame, Seq};
 use super::history::{Cursor, Delta, History, Page};
 use super::name::{MessageId, RoomId};
-use super::registry::Shared;
 
 /// One change to a room, already parsed and validated as far as it can be without the room.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub struct Room {
     subscribers: AtomicUsize,
     /// When the room was last looked up or changed (Unix ms); the sweeper spares recent rooms.
     touched_ms: AtomicU64,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
 }
 
 impl std::fmt::Debug for Room {
@@ -145,7 +145,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Room {
-    pub(crate) fn new(id: RoomId, shared: Arc<Shared>) -> Room {
+    pub(crate) fn new(id: RoomId, shared: Arc<Context>) -> Room {
         let (tx, _) = broadcast::channel(shared.send_queue.max(1));
         Room {
             id,

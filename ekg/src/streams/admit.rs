@@ -5,8 +5,9 @@ use serde::Deserialize;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::drain::DrainTurn;
+use super::{ConnectionPermit, Transport};
 use crate::http::ApiError;
-use crate::rooms::{ConnectionPermit, RoomId, Seq, Subscription, Transport};
+use crate::rooms::{RoomId, Seq, Subscription};
 use crate::state::AppState;
 
 /// The query string of both stream endpoints.

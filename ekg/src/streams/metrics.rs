@@ -1,6 +1,6 @@
 //! Per-connection metric handles of the streaming transports.
 //!
-//! - `ekg_connections{transport}` is kept by the connection permit (`rooms::connections`).
+//! - `ekg_connections{transport}` is kept by the connection permit (`limiter.rs`).
 //! - `ekg_frames_sent_total{transport}` (counter): frames handed to the socket.
 //! - `ekg_lagging_disconnects_total{transport}` (counter, `crate::telemetry`): connections
 //!   ended because the client could not keep up.
@@ -16,7 +16,8 @@ use metrics::{Counter, counter};
 
 use shared::telemetry::LatencyHistogram;
 
-use crate::rooms::{Frame, Transport};
+use super::Transport;
+use crate::rooms::Frame;
 use crate::telemetry;
 
 /// Frames handed to the socket (hello, reset, backlog, live, reconnect, lagging).

@@ -92,6 +92,7 @@
 mod admit;
 mod drain;
 mod gate;
+mod limiter;
 mod metrics;
 mod pump;
 mod sse;
@@ -99,6 +100,8 @@ mod ws;
 
 #[cfg(test)]
 mod tests;
+
+pub use limiter::{ConnectionLimiter, ConnectionPermit, Transport};
 
 use axum::Router;
 use axum::routing::get;

@@ -22,12 +22,13 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::Transport;
 use super::admit::{Admission, StreamQuery, acquire, parse_request};
 use super::drain::DrainTurn;
 use super::gate::Gate;
 use super::metrics::ConnectionMetrics;
 use super::pump::{Pump, PumpEnd};
-use crate::rooms::{Frame, Transport};
+use crate::rooms::Frame;
 use crate::state::AppState;
 
 /// First bytes of every stream: the client's reconnect delay, in ms.

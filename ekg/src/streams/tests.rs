@@ -233,9 +233,9 @@ impl futures_util::Sink<axum::extract::ws::Message> for RecordingSink {
 
 #[tokio::test]
 async fn a_websocket_batch_is_fed_whole_and_flushed_once_sharing_the_frame_bytes() {
+    use super::Transport;
     use super::metrics::ConnectionMetrics;
     use super::ws::Outgoing;
-    use crate::rooms::Transport;
 
     let frames: Vec<Arc<Frame>> = (1..=100)
         .map(|s| {

@@ -20,12 +20,13 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::Transport;
 use super::admit::{Admission, StreamQuery, acquire, not_websocket, parse_request};
 use super::drain::DrainTurn;
 use super::gate::Gate;
 use super::metrics::ConnectionMetrics;
 use super::pump::{Pump, PumpEnd};
-use crate::rooms::{Frame, Transport};
+use crate::rooms::Frame;
 use crate::state::AppState;
 
 /// Bytes tungstenite reads from the socket at a time, allocated for the life of the
