@@ -92,7 +92,8 @@ pub struct Args {
     #[arg(long = "cors-origin", env = "EKG_CORS_ORIGIN", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
-    /// Most rooms held in memory; new rooms beyond it are answered 503.
+    /// Most rooms holding events; a write that would open one more is answered 503. Rooms
+    /// that are only read or streamed (no events yet) do not count.
     #[arg(long, env = "EKG_MAX_ROOMS", default_value_t = 100_000)]
     pub max_rooms: usize,
 

@@ -22,6 +22,7 @@ pub mod rooms;
 pub mod state;
 pub mod streams;
 pub mod telemetry;
+pub mod wire;
 
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub use state::AppState;
 
 /// Extra time, beyond the drain window, that streams get to finish before `run` gives up.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Most fan-out workers (one per core up to this).
+pub const MAX_FANOUT_WORKERS: usize = 8;
 
 /// Every route, with state.
 pub fn router(state: AppState) -> Router {
@@ -92,6 +96,13 @@ pub async fn run(
     telemetry::register();
     let state = AppState::new(config, shutdown.clone());
     let sweeper = tokio::spawn(state.rooms.clone().run_sweeper(shutdown.clone()));
+    // Fan-out keeps going while the streams drain; it stops when `run` returns.
+    let fanout_stop = CancellationToken::new();
+    let _stop_fanout = fanout_stop.clone().drop_guard();
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    for _ in 0..workers.clamp(1, MAX_FANOUT_WORKERS) {
+        tokio::spawn(state.rooms.clone().run_fanout(fanout_stop.clone()));
+    }
     let deadline = state.config.drain_window + DRAIN_GRACE;
     let tasks = state.tasks.clone();
     let stop = shutdown.clone();

@@ -27,7 +27,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: Config, shutdown: CancellationToken) -> AppState {
-        let rooms = Rooms::new(config.retention, config.send_queue, config.max_rooms);
+        let rooms = Rooms::new(config.retention, config.max_rooms);
         let connections = ConnectionLimiter::new(config.max_connections);
         let ingest = Arc::new(IngestLog::new(&config));
         AppState {

@@ -7,10 +7,10 @@ use http_body_util::BodyExt;
 use shared::batch::{self, IngestAck};
 use shared::sign::{Signed, Signer, unix_ms};
 use shared::{Epoch, Method, Offset, Record};
-use tokio::sync::broadcast::error::TryRecvError;
 use tower::ServiceExt;
 
 use crate::config::{Config, Mode};
+use crate::rooms::testing::Recorded;
 use crate::rooms::{Cursor, RoomId, Seq};
 use crate::state::AppState;
 use crate::{rooms::now_ms, router};
@@ -183,10 +183,7 @@ async fn records_apply_in_order_and_duplicates_are_skipped() {
         serde_json::json!({"applied": 3, "epoch": "0000000000000007"})
     );
     // A resend overlapping what was applied: only offset 4 is new.
-    let mut sub = state
-        .rooms
-        .subscribe(&RoomId::parse("a").unwrap(), None)
-        .unwrap();
+    let sub = Recorded::new(&state.rooms, &RoomId::parse("a").unwrap(), None);
     let again = [
         msg(1, "a", "m1"),
         msg(2, "a", "m2"),
@@ -198,8 +195,7 @@ async fn records_apply_in_order_and_duplicates_are_skipped() {
     assert!(ack(&sent).rejected.is_empty());
     assert_eq!(page_seqs(&state, "a"), vec![1, 2, 4]);
     assert_eq!(page_seqs(&state, "b"), vec![3]);
-    assert_eq!(sub.live.try_recv().unwrap().seq, Some(Seq(4)));
-    assert_eq!(sub.live.try_recv().unwrap_err(), TryRecvError::Empty);
+    assert_eq!(sub.live_seqs(), vec![4]);
 }
 
 #[tokio::test]
@@ -272,11 +268,7 @@ async fn a_new_epoch_resets_rooms_and_subscribers() {
         &[msg(1, "a", "m1"), msg(2, "a", "m2"), msg(3, "a", "m3")],
     )
     .await;
-    let mut live = state
-        .rooms
-        .subscribe(&RoomId::parse("a").unwrap(), None)
-        .unwrap()
-        .live;
+    let live = Recorded::new(&state.rooms, &RoomId::parse("a").unwrap(), None);
     let sent = send(
         &state,
         batch_request(8, 0, 1, &[msg(1, "a", "n1")], Some(SECRET)),
@@ -287,9 +279,10 @@ async fn a_new_epoch_resets_rooms_and_subscribers() {
         sent.json,
         serde_json::json!({"applied": 1, "epoch": "0000000000000008"})
     );
-    let reset = live.try_recv().unwrap();
-    assert!(reset.json().contains(r#""type":"reset""#));
-    assert_eq!(live.try_recv().unwrap_err(), TryRecvError::Closed);
+    let frames = live.live();
+    assert_eq!(frames.len(), 1, "only the reset");
+    assert!(frames[0].json().contains(r#""type":"reset""#));
+    assert!(live.ended());
     assert_eq!(page_seqs(&state, "a"), vec![1]);
     assert_eq!(state.ingest.cursor().epoch, Epoch(8));
 }
@@ -298,7 +291,7 @@ async fn a_new_epoch_resets_rooms_and_subscribers() {
 async fn ephemeral_events_are_pushed_but_never_in_history() {
     let state = state(Some(SECRET));
     let room = RoomId::parse("a").unwrap();
-    let mut live = state.rooms.subscribe(&room, None).unwrap().live;
+    let live = Recorded::new(&state.rooms, &room, None);
     let records = [
         msg(1, "a", "m1"),
         record(
@@ -315,14 +308,10 @@ async fn ephemeral_events_are_pushed_but_never_in_history() {
         ),
     ];
     ingest(&state, 0, 3, &records).await;
-    let seqs: Vec<_> = (0..3)
-        .map(|_| live.try_recv().unwrap().seq.unwrap().0)
-        .collect();
-    assert_eq!(seqs, vec![1, 2, 3]);
-    let sub = state.rooms.subscribe(&room, Some(Seq(0))).unwrap();
-    let stored: Vec<_> = sub.backlog.iter().map(|f| f.seq.unwrap().0).collect();
-    assert_eq!(stored, vec![1, 3]);
-    assert_eq!(sub.covered, Seq(3));
+    assert_eq!(live.live_seqs(), vec![1, 2, 3]);
+    let sub = Recorded::new(&state.rooms, &room, Some(Seq(0)));
+    assert_eq!(sub.backlog(), vec![1, 3]);
+    assert_eq!(sub.hello()["head"], 3);
 }
 
 #[tokio::test]

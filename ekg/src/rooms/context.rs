@@ -1,16 +1,20 @@
 //! [`Context`]: what every room of this host shares with the registry: the retention limits,
-//! the newest offset the log is known to hold, and the process-wide counts behind the gauges.
-//! Rooms and the registry both hold it; neither imports the other for it.
+//! the room limit and its count, the newest offset the log is known to hold, and the
+//! process-wide counts behind the gauges. Rooms and the registry both hold it; neither imports
+//! the other for it.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use super::history::{Delta, Retention};
 
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) retention: Retention,
-    /// Capacity of each room's broadcast channel: the per-connection send queue in frames.
-    pub(crate) send_queue: usize,
+    /// `--max-rooms`: most rooms holding events at once.
+    pub(crate) max_rooms: usize,
+    /// Rooms holding events now (each took its slot with its first event and gives it back
+    /// when it is removed). Rooms that only readers opened hold no slot.
+    held: AtomicUsize,
     /// The newest offset known to exist in the log feeding this host (a batch's `head`, a
     /// replayed offset, or the last standalone seq). A resume cursor at or below it is valid
     /// even where this host has not applied that far yet (it is rebuilding, or a moment behind
@@ -23,14 +27,36 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    pub(crate) fn new(retention: Retention, send_queue: usize) -> Context {
+    pub(crate) fn new(retention: Retention, max_rooms: usize) -> Context {
         Context {
             retention,
-            send_queue,
+            max_rooms,
+            held: AtomicUsize::new(0),
             log_head: AtomicU64::new(0),
             events: AtomicI64::new(0),
             messages: AtomicI64::new(0),
         }
+    }
+
+    /// Take a slot of `--max-rooms` for a room's first event; `false` when none is left.
+    pub(crate) fn claim_room(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_rooms).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Give back the slot of a room that is removed.
+    pub(crate) fn release_room(&self) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Rooms holding events now.
+    pub(crate) fn held_rooms(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Add what one operation changed to the process-wide counts.

@@ -1,8 +1,8 @@
 //! [`RoomError`]: why a room refused a name, an op or a new room, in the rooms' own terms.
 //! The HTTP status each one becomes is decided once, in `http/errors.rs`.
 
-use super::frame::Seq;
 use super::name::{MessageId, RoomId};
+use crate::wire::Seq;
 
 /// Why a room lookup or an op was refused. A refused op changed nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,8 +24,9 @@ pub enum RoomError {
     /// A `PUT` of a message the room does not hold (never posted, deleted or trimmed).
     #[error("no message {id} in room {room}")]
     UnknownMessage { room: RoomId, id: MessageId },
-    /// A new room while the host holds `--max-rooms` rooms.
-    #[error("this host holds its limit of {max} rooms")]
+    /// A write that would open a room while the host holds `--max-rooms` rooms with events
+    /// (rooms only read or streamed do not count).
+    #[error("this host holds its limit of {max} rooms with events")]
     TooManyRooms { max: usize },
 }
 

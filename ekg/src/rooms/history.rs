@@ -4,7 +4,7 @@
 //! is a short walk. They live under the room's mutex; nothing here blocks or awaits.
 //!
 //! - **Event log**: every stored event (`message`, `update`, `delete`, non-ephemeral `event`)
-//!   as the very `Arc<Frame>` that was broadcast, so a resume sends the same bytes. Bounded by
+//!   as the very `Arc<Frame>` that was handed to the subscribers, so a resume sends the same bytes. Bounded by
 //!   `--history-per-room` events and `--history-max-age`; `trimmed_through` remembers the
 //!   newest seq ever dropped, which is how a resume cursor is known to have a gap.
 //! - **Message view**: one slot per posted message, holding the JSON of its latest form
@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::frame::{Frame, Seq};
 use super::name::MessageId;
+use crate::wire::{Frame, Seq};
 
 /// Default page size for `GET /rooms/{room}/messages`.
 pub const DEFAULT_PAGE: usize = 50;

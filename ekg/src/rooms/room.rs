@@ -1,17 +1,17 @@
-//! [`Room`]: one room's head, history and broadcast channel, and [`Subscription`].
+//! [`Room`]: one room's head, history and subscriber list, and its fan-out.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
 
 use super::RoomError;
 use super::context::Context;
-use super::frame::{Frame, Seq};
+use super::fanout::{Delivery, Subscriber};
 use super::history::{Cursor, Delta, History, Page};
 use super::name::{MessageId, RoomId};
+use crate::wire::{Frame, Seq};
 
 /// One change to a room, already parsed and validated as far as it can be without the room.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,15 +78,14 @@ pub struct RoomInfo {
 }
 
 /// One room. Shared as `Arc<Room>`; all state sits behind one std mutex that is only held
-/// for in-memory work (never across an await).
+/// for in-memory work (never across an await, never while frames go out to subscribers,
+/// except for a new subscriber's own start).
 pub struct Room {
     id: RoomId,
     state: Mutex<RoomState>,
-    /// Live subscriptions on this host (see [`SubscriberGuard`]).
-    subscribers: AtomicUsize,
     /// When the room was last looked up or changed (Unix ms); the sweeper spares recent rooms.
     touched_ms: AtomicU64,
-    shared: Arc<Context>,
+    ctx: Arc<Context>,
 }
 
 impl std::fmt::Debug for Room {
@@ -97,44 +96,38 @@ impl std::fmt::Debug for Room {
     }
 }
 
+/// One subscription in a room's list.
+#[derive(Clone)]
+struct Sub {
+    key: u64,
+    /// Live frames with a seq at or below this were covered by the subscription's start (or
+    /// by the client's cursor): they are not handed to it.
+    skip_through: Seq,
+    to: Arc<dyn Subscriber>,
+}
+
 struct RoomState {
     history: History,
     /// The newest seq applied to this room (ephemeral events included).
     head: Seq,
-    /// `None` once the room is retired: receivers then see `Closed` after what was sent.
-    tx: Option<broadcast::Sender<Arc<Frame>>>,
-}
-
-/// What a new subscriber gets: everything to send before the live frames, and the live frames.
-#[derive(Debug)]
-pub struct Subscription {
-    /// `{"type":"hello","room","head","oldest"}`.
-    pub hello: Arc<Frame>,
-    /// A `reset` frame to send right after hello when the cursor cannot be honoured.
-    pub reset: Option<Arc<Frame>>,
-    /// Retained events after the cursor, oldest first (may be large: send in chunks).
-    pub backlog: Vec<Arc<Frame>>,
-    /// Live frames with a seq at or below this were covered by hello/backlog: drop them.
-    /// Frames without a seq (a `reset` on a new log) are always delivered.
-    pub covered: Seq,
-    /// Live frames of the room, capacity `--send-queue`. `Lagged` means the client cannot keep
-    /// up; `Closed` means the room was replaced (a new log): end the stream, the client resumes.
-    pub live: broadcast::Receiver<Arc<Frame>>,
-    /// Counts this subscriber in the room while alive.
-    pub guard: SubscriberGuard,
-}
-
-/// Counts one subscriber in its room while alive.
-#[derive(Debug)]
-pub struct SubscriberGuard {
-    room: Arc<Room>,
-}
-
-impl Drop for SubscriberGuard {
-    fn drop(&mut self) {
-        self.room.subscribers.fetch_sub(1, Ordering::Relaxed);
-        self.room.touch();
-    }
+    /// Subscriptions on this host. Copied on write: a fan-out works on the list as it was when
+    /// it took its frames, while subscribers come and go.
+    subs: Arc<Vec<Sub>>,
+    /// Key of the next subscription.
+    next_key: u64,
+    /// Frames applied while the room had subscribers and not yet handed to them, in seq order.
+    pending: Vec<Arc<Frame>>,
+    /// The room is in the fan-out queue or being handed out. At most one fan-out per room at a
+    /// time: that is what keeps every subscriber's frames in seq order.
+    scheduled: bool,
+    /// The room has taken events and counts against `--max-rooms`.
+    held: bool,
+    /// The room was removed from the registry: no new op or subscriber. Ops and subscribes
+    /// that find it go to the room that replaces it.
+    retired: bool,
+    /// A new log retired the room while it had subscribers: they still get a `reset` and the
+    /// end of their subscription from the fan-out, after any pending frame.
+    end_owed: bool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -145,18 +138,22 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Room {
-    pub(crate) fn new(id: RoomId, shared: Arc<Context>) -> Room {
-        let (tx, _) = broadcast::channel(shared.send_queue.max(1));
+    pub(crate) fn new(id: RoomId, ctx: Arc<Context>) -> Room {
         Room {
             id,
             state: Mutex::new(RoomState {
                 history: History::default(),
                 head: Seq::ZERO,
-                tx: Some(tx),
+                subs: Arc::default(),
+                next_key: 0,
+                pending: Vec::new(),
+                scheduled: false,
+                held: false,
+                retired: false,
+                end_owed: false,
             }),
-            subscribers: AtomicUsize::new(0),
             touched_ms: AtomicU64::new(now_ms()),
-            shared,
+            ctx,
         }
     }
 
@@ -180,7 +177,7 @@ impl Room {
 
     /// Subscribers on this host.
     pub fn subscribers(&self) -> usize {
-        self.subscribers.load(Ordering::Relaxed)
+        self.lock().subs.len()
     }
 
     fn oldest(state: &RoomState) -> Seq {
@@ -197,40 +194,35 @@ impl Room {
             head: state.head,
             oldest: Room::oldest(&state),
             messages: state.history.message_count(),
-            subscribers: self.subscribers(),
+            subscribers: state.subs.len(),
         }
     }
 
-    /// Subscribe to live frames FIRST, then read the backlog under the same lock, so nothing
-    /// falls between. `after = None`: no backlog. `after = Some(s)`: every retained event with
-    /// seq > s; a `reset` first when events after `s` were trimmed (backlog then starts at the
-    /// oldest retained) or when `s` is above every offset the log is known to hold (a cursor
-    /// from another log: no backlog). A cursor above this room's head but within the log is
-    /// valid: this host is still applying up to it, so live events up to `s` are skipped.
+    /// Subscribe `to`: in one critical section with every apply, hand it its start (`hello`,
+    /// then a `reset` when the cursor cannot be honoured, then the backlog) and add it to the
+    /// room's list, so every later event reaches it live and none falls between.
     ///
-    /// On a retired room (replaced by a new log meanwhile) the live receiver reports `Closed`
-    /// at once; [`super::Rooms::subscribe`] retries on the new room instead.
-    pub fn subscribe(self: &Arc<Self>, after: Option<Seq>) -> Subscription {
-        self.try_subscribe(after).unwrap_or_else(|| {
-            let (tx, live) = broadcast::channel(1);
-            drop(tx);
-            let state = self.lock();
-            self.subscription(&state, live, None, Vec::new())
-        })
-    }
-
-    /// [`Room::subscribe`], or `None` if the room is retired.
-    pub(crate) fn try_subscribe(self: &Arc<Self>, after: Option<Seq>) -> Option<Subscription> {
+    /// `after = None`: no backlog. `after = Some(s)`: every retained event with seq > s; a
+    /// `reset` first when events after `s` were trimmed (backlog then starts at the oldest
+    /// retained) or when `s` is above every offset the log is known to hold (a cursor from
+    /// another log: no backlog). A cursor above this room's head but within the log is valid:
+    /// this host is still applying up to it, so live events up to `s` are skipped.
+    ///
+    /// Returns the subscription's key, or `None` if the room is retired (subscribe to the room
+    /// that replaces it).
+    pub(crate) fn try_subscribe(&self, after: Option<Seq>, to: Arc<dyn Subscriber>) -> Option<u64> {
         self.touch();
-        let state = self.lock();
-        let live = state.tx.as_ref()?.subscribe();
-        let mut covered = state.head;
+        let mut state = self.lock();
+        if state.retired {
+            return None;
+        }
+        let mut skip_through = state.head;
         let (reset, backlog) = match after {
             None => (None, Vec::new()),
             // Ahead of this room but not of the log: this host has not applied that far yet.
             // Nothing to replay; live events up to the cursor are duplicates for this client.
-            Some(s) if s > state.head && s.0 <= self.shared.log_head.load(Ordering::Relaxed) => {
-                covered = s;
+            Some(s) if s > state.head && s.0 <= self.ctx.log_head.load(Ordering::Relaxed) => {
+                skip_through = s;
                 (None, Vec::new())
             }
             Some(s) if s > state.head => (
@@ -243,43 +235,53 @@ impl Room {
             ),
             Some(s) => (None, state.history.events_after(s)),
         };
-        let mut sub = self.subscription(&state, live, reset, backlog);
-        sub.covered = covered;
-        Some(sub)
-    }
-
-    fn subscription(
-        self: &Arc<Self>,
-        state: &RoomState,
-        live: broadcast::Receiver<Arc<Frame>>,
-        reset: Option<Arc<Frame>>,
-        backlog: Vec<Arc<Frame>>,
-    ) -> Subscription {
         let hello = format!(
             r#"{{"type":"hello","room":"{}","head":{},"oldest":{}}}"#,
             self.id,
             state.head,
-            Room::oldest(state)
+            Room::oldest(&state)
         );
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
-        Subscription {
-            hello: Arc::new(Frame::control(&hello, "hello")),
-            reset,
-            backlog,
-            covered: state.head,
-            live,
-            guard: SubscriberGuard {
-                room: Arc::clone(self),
-            },
-        }
+        let mut start = Vec::with_capacity(backlog.len() + 2);
+        start.push(Arc::new(Frame::control(&hello, "hello")));
+        start.extend(reset);
+        start.extend(backlog);
+        to.deliver(&self.id, Delivery::Start(&start));
+        let key = state.next_key;
+        state.next_key += 1;
+        Arc::make_mut(&mut state.subs).push(Sub {
+            key,
+            skip_through,
+            to,
+        });
+        Some(key)
     }
 
-    /// Apply one op at `seq`: check it against the room, then store and broadcast its frame,
-    /// all under the lock (so a concurrent subscribe sees it either in its backlog or live).
-    /// A refused op changes nothing.
-    pub(crate) fn apply(&self, seq: Seq, ts_ms: u64, op: &RoomOp) -> Result<Outcome, ApplyError> {
+    /// End the subscription `key` (no frame reaches it once this returns, except from a
+    /// fan-out already under way). Returns whether the room is now disposable: no subscriber,
+    /// never written, nothing retained.
+    pub(crate) fn unsubscribe(&self, key: u64) -> bool {
+        self.touch();
         let mut state = self.lock();
-        if state.tx.is_none() {
+        if let Some(i) = state.subs.iter().position(|s| s.key == key) {
+            Arc::make_mut(&mut state.subs).swap_remove(i);
+        }
+        state.subs.is_empty() && !state.held && state.history.is_empty()
+    }
+
+    /// Apply one op at `seq`: check it against the room, then store it and queue its frame for
+    /// the subscribers, all under the lock (so a concurrent subscribe sees it either in its
+    /// start or live). A refused op changes nothing. The first event a room takes counts it
+    /// against `--max-rooms`.
+    ///
+    /// Returns what the op did, and whether the caller must queue the room for fan-out.
+    pub(crate) fn apply(
+        &self,
+        seq: Seq,
+        ts_ms: u64,
+        op: &RoomOp,
+    ) -> Result<(Outcome, bool), ApplyError> {
+        let mut state = self.lock();
+        if state.retired {
             return Err(ApplyError::Retired);
         }
         if seq <= state.head {
@@ -288,8 +290,8 @@ impl Room {
                 head: state.head,
             }));
         }
-        let mut delta = Delta::default();
-        let (kind, frame, store) = match op {
+        // Check the op and build its frame without changing anything.
+        let (kind, frame, change) = match op {
             RoomOp::Post { id, data } => {
                 let id = match id {
                     Some(id) => id.clone(),
@@ -310,35 +312,36 @@ impl Room {
                     .accepted_at(ts_ms),
                 );
                 let json = Bytes::from(frame.ws.clone());
-                add(&mut delta, state.history.push_message(seq, ts_ms, id, json));
-                (EventKind::Message, frame, true)
+                (EventKind::Message, frame, Change::Post(id, json))
             }
             RoomOp::Put { id, data } => {
                 let Some((origin, origin_ts)) = state.history.message_origin(id) else {
                     return Err(ApplyError::Refused(unknown_message(&self.id, id)));
                 };
                 let view = message_json("message", origin, id, Some(data), origin_ts, Some(seq));
-                state.history.replace_message(id, Bytes::from(view));
                 let frame = Frame::event(
                     seq,
                     "update",
                     &message_json("update", seq, id, Some(data), ts_ms, None),
                 )
                 .accepted_at(ts_ms);
-                (EventKind::Update, Arc::new(frame), true)
+                (
+                    EventKind::Update,
+                    Arc::new(frame),
+                    Change::Put(id, Bytes::from(view)),
+                )
             }
             RoomOp::Delete { id } => {
-                let Some(d) = state.history.delete_message(id) else {
-                    return Ok(Outcome::Unchanged);
-                };
-                add(&mut delta, d);
+                if !state.history.contains_message(id) {
+                    return Ok((Outcome::Unchanged, false));
+                }
                 let frame = Frame::event(
                     seq,
                     "delete",
                     &message_json("delete", seq, id, None, ts_ms, None),
                 )
                 .accepted_at(ts_ms);
-                (EventKind::Delete, Arc::new(frame), true)
+                (EventKind::Delete, Arc::new(frame), Change::Delete(id))
             }
             RoomOp::Event {
                 name,
@@ -351,9 +354,38 @@ impl Room {
                     &event_json(seq, name, data, *ephemeral, ts_ms),
                 )
                 .accepted_at(ts_ms);
-                (EventKind::Event, Arc::new(frame), !*ephemeral)
+                let change = if *ephemeral {
+                    Change::Ephemeral
+                } else {
+                    Change::Event
+                };
+                (EventKind::Event, Arc::new(frame), change)
             }
         };
+        if !state.held {
+            if !self.ctx.claim_room() {
+                return Err(ApplyError::Refused(RoomError::TooManyRooms {
+                    max: self.ctx.max_rooms,
+                }));
+            }
+            state.held = true;
+        }
+        let mut delta = Delta::default();
+        let store = !matches!(change, Change::Ephemeral);
+        match change {
+            Change::Post(id, json) => {
+                add(&mut delta, state.history.push_message(seq, ts_ms, id, json))
+            }
+            Change::Put(id, view) => {
+                state.history.replace_message(id, view);
+            }
+            Change::Delete(id) => {
+                if let Some(d) = state.history.delete_message(id) {
+                    add(&mut delta, d);
+                }
+            }
+            Change::Event | Change::Ephemeral => {}
+        }
         if store {
             add(
                 &mut delta,
@@ -361,52 +393,111 @@ impl Room {
             );
         }
         state.head = seq;
-        add(
-            &mut delta,
-            state.history.trim(self.shared.retention, now_ms()),
-        );
-        if let Some(tx) = &state.tx {
-            // An error only means nobody is subscribed right now; the event is in history.
-            let _no_subscribers = tx.send(frame);
-        }
+        add(&mut delta, state.history.trim(self.ctx.retention, now_ms()));
+        // Without subscribers the frame goes nowhere now; whoever subscribes later starts
+        // after it (or gets it from history).
+        let schedule = if state.subs.is_empty() {
+            false
+        } else {
+            state.pending.push(frame);
+            !std::mem::replace(&mut state.scheduled, true)
+        };
         drop(state);
-        self.shared.record(delta);
+        self.ctx.record(delta);
         self.touch();
-        Ok(Outcome::Pushed(kind))
+        Ok((Outcome::Pushed(kind), schedule))
+    }
+
+    /// Hand every pending frame to every subscriber, until none is left. Only the fan-out
+    /// worker that took the room off the queue calls this (the room's `scheduled` flag makes
+    /// it the only one), so each subscriber gets the room's frames in seq order. The room's
+    /// lock is held only to take the frames and the subscriber list, never while they go out.
+    pub(crate) fn flush(&self) {
+        let mut frames: Vec<Arc<Frame>> = Vec::new();
+        loop {
+            let (subs, end) = {
+                let mut state = self.lock();
+                if !state.pending.is_empty() {
+                    // The emptied buffer goes back for the next frames: no allocation per round.
+                    std::mem::swap(&mut frames, &mut state.pending);
+                    (Arc::clone(&state.subs), false)
+                } else if state.end_owed {
+                    state.end_owed = false;
+                    frames.push(reset_frame("new_log", Seq(1)));
+                    (std::mem::take(&mut state.subs), true)
+                } else {
+                    state.scheduled = false;
+                    return;
+                }
+            };
+            for sub in subs.iter() {
+                if end {
+                    sub.to.deliver(&self.id, Delivery::End(&frames));
+                    continue;
+                }
+                let from = frames.partition_point(|f| f.seq.is_some_and(|s| s <= sub.skip_through));
+                if from < frames.len() {
+                    sub.to.deliver(&self.id, Delivery::Live(&frames[from..]));
+                }
+            }
+            frames.clear();
+        }
     }
 
     /// Drop history past the retention limits (the sweeper calls this for idle rooms).
     pub(crate) fn trim(&self, now_ms: u64) {
-        let delta = self.lock().history.trim(self.shared.retention, now_ms);
-        self.shared.record(delta);
+        let delta = self.lock().history.trim(self.ctx.retention, now_ms);
+        self.ctx.record(delta);
     }
 
     /// Retire the room if it holds nothing, nobody watches it and it was not touched since
     /// `idle_before` (Unix ms). Called by the sweeper with the registry entry locked.
     pub(crate) fn retire_if_idle(&self, idle_before: u64) -> bool {
-        if self.subscribers() > 0 || self.touched_ms.load(Ordering::Relaxed) >= idle_before {
+        if self.touched_ms.load(Ordering::Relaxed) >= idle_before {
             return false;
         }
         let mut state = self.lock();
-        if !state.history.is_empty() || state.tx.as_ref().is_some_and(|tx| tx.receiver_count() > 0)
-        {
+        if !state.subs.is_empty() || state.scheduled || !state.history.is_empty() {
             return false;
         }
-        state.tx = None;
+        self.retire(&mut state);
         true
     }
 
-    /// Retire the room because a new log replaces every room: subscribers get a `reset`
-    /// frame, then their live channel closes.
-    pub(crate) fn retire_for_new_log(&self) {
+    /// Retire the room if nobody watches it and it never took an event (a room only readers
+    /// opened). Called with the registry entry locked when its last subscriber leaves.
+    pub(crate) fn retire_if_disposable(&self) -> bool {
+        let mut state = self.lock();
+        if !state.subs.is_empty() || state.held || state.scheduled || !state.history.is_empty() {
+            return false;
+        }
+        self.retire(&mut state);
+        true
+    }
+
+    fn retire(&self, state: &mut RoomState) {
+        state.retired = true;
+        if std::mem::replace(&mut state.held, false) {
+            self.ctx.release_room();
+        }
+    }
+
+    /// Retire the room because a new log replaces every room: history is dropped; the
+    /// subscribers get a `reset` after any pending frame, then their subscription ends.
+    /// Returns whether the caller must queue the room for fan-out.
+    pub(crate) fn retire_for_new_log(&self) -> bool {
         let mut state = self.lock();
         let delta = state.history.clear();
-        if let Some(tx) = state.tx.take() {
-            let reset = reset_frame("new_log", Seq(1));
-            let _no_subscribers = tx.send(reset);
-        }
+        self.retire(&mut state);
+        let schedule = if state.subs.is_empty() {
+            false
+        } else {
+            state.end_owed = true;
+            !std::mem::replace(&mut state.scheduled, true)
+        };
         drop(state);
-        self.shared.record(delta);
+        self.ctx.record(delta);
+        schedule
     }
 
     /// A page of messages. `limit` is 1..=MAX_PAGE.
@@ -419,6 +510,17 @@ impl Room {
         let state = self.lock();
         (state.history.event_count(), state.history.message_count())
     }
+}
+
+/// How an accepted op changes the room's history.
+enum Change<'a> {
+    Post(MessageId, Bytes),
+    Put(&'a MessageId, Bytes),
+    Delete(&'a MessageId),
+    /// Stored in the event log only.
+    Event,
+    /// Pushed, never stored.
+    Ephemeral,
 }
 
 fn add(total: &mut Delta, d: Delta) {

@@ -3,11 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::broadcast::error::TryRecvError;
-
+use super::testing::Recorded;
 use super::*;
 use crate::rooms::room::now_ms;
+use bytes::Bytes;
 
 fn rooms(per_room: usize) -> Rooms {
     Rooms::new(
@@ -15,7 +14,6 @@ fn rooms(per_room: usize) -> Rooms {
             per_room,
             max_age: Duration::from_secs(3600),
         },
-        64,
         1000,
     )
 }
@@ -53,7 +51,7 @@ fn page(rooms: &Rooms, r: &str, cursor: Cursor, limit: usize) -> (Vec<u64>, Page
 #[test]
 fn an_empty_room_has_an_empty_page() {
     let rooms = rooms(100);
-    rooms.get_or_create(&room("a")).unwrap();
+    let _reader = Recorded::new(&rooms, &room("a"), None);
     let (seqs, p) = page(&rooms, "a", Cursor::Newest, 50);
     assert!(seqs.is_empty());
     assert!(!p.has_more);
@@ -183,10 +181,10 @@ fn updating_an_unknown_message_is_refused_and_changes_nothing() {
 #[test]
 fn frames_have_the_documented_shape() {
     let rooms = rooms(1000);
-    let sub = rooms.subscribe(&room("a"), None).unwrap();
-    let mut live = sub.live;
+    let sub = Recorded::new(&rooms, &room("a"), None);
     post(&rooms, "a", 7, "m1");
-    let f = live.try_recv().unwrap();
+    let live = sub.live();
+    let f = &live[0];
     assert_eq!(f.seq, Some(Seq(7)));
     let v: serde_json::Value = serde_json::from_str(f.json()).unwrap();
     assert_eq!(v["type"], "message");
@@ -195,9 +193,8 @@ fn frames_have_the_documented_shape() {
     assert_eq!(v["data"], serde_json::json!({"id": "m1", "text": "m7"}));
     assert!(v["ts"].as_u64().unwrap() > 1_600_000_000_000);
     assert!(f.sse.starts_with(b"event: message\nid: 7\ndata: {"));
-    let hello: serde_json::Value = serde_json::from_str(sub.hello.json()).unwrap();
     assert_eq!(
-        hello,
+        sub.hello(),
         serde_json::json!({"type":"hello","room":"a","head":0,"oldest":1})
     );
 }
@@ -208,16 +205,14 @@ fn a_resume_gets_exactly_the_events_after_its_cursor_then_live_ones() {
     for i in 1..=5 {
         post(&rooms, "a", i * 10, &format!("m{i}"));
     }
-    let sub = rooms.subscribe(&room("a"), Some(Seq(20))).unwrap();
-    assert!(sub.reset.is_none());
-    let seqs: Vec<_> = sub.backlog.iter().map(|f| f.seq.unwrap().0).collect();
-    assert_eq!(seqs, vec![30, 40, 50]);
-    assert_eq!(sub.covered, Seq(50));
-    let mut live = sub.live;
+    let sub = Recorded::new(&rooms, &room("a"), Some(Seq(20)));
+    assert!(sub.reset().is_none());
+    assert_eq!(sub.backlog(), vec![30, 40, 50]);
+    assert_eq!(sub.hello()["head"], 50);
     post(&rooms, "a", 60, "m6");
-    assert_eq!(live.try_recv().unwrap().seq, Some(Seq(60)));
+    assert_eq!(sub.live_seqs(), vec![60]);
     assert_eq!(rooms.get(&room("a")).unwrap().info().subscribers, 1);
-    drop(sub.guard);
+    drop(sub);
     assert_eq!(rooms.get(&room("a")).unwrap().info().subscribers, 0);
 }
 
@@ -229,23 +224,20 @@ fn a_cursor_behind_trimmed_history_gets_a_reset_and_the_whole_log() {
     }
     let r = rooms.get(&room("a")).unwrap();
     assert_eq!(r.retained(), (3, 3));
-    let sub = rooms.subscribe(&room("a"), Some(Seq(2))).unwrap();
-    let reset: serde_json::Value = serde_json::from_str(sub.reset.unwrap().json()).unwrap();
+    let sub = Recorded::new(&rooms, &room("a"), Some(Seq(2)));
     assert_eq!(
-        reset,
+        sub.reset().unwrap(),
         serde_json::json!({"type":"reset","reason":"history_trimmed","oldest":4})
     );
-    let seqs: Vec<_> = sub.backlog.iter().map(|f| f.seq.unwrap().0).collect();
-    assert_eq!(seqs, vec![4, 5, 6]);
+    assert_eq!(sub.backlog(), vec![4, 5, 6]);
     // Right at the edge: nothing after 3 was trimmed.
-    let sub = rooms.subscribe(&room("a"), Some(Seq(3))).unwrap();
-    assert!(sub.reset.is_none());
-    assert_eq!(sub.backlog.len(), 3);
+    let sub = Recorded::new(&rooms, &room("a"), Some(Seq(3)));
+    assert!(sub.reset().is_none());
+    assert_eq!(sub.backlog().len(), 3);
     // A cursor from the future.
-    let sub = rooms.subscribe(&room("a"), Some(Seq(99))).unwrap();
-    let reset: serde_json::Value = serde_json::from_str(sub.reset.unwrap().json()).unwrap();
-    assert_eq!(reset["reason"], "cursor_ahead");
-    assert!(sub.backlog.is_empty());
+    let sub = Recorded::new(&rooms, &room("a"), Some(Seq(99)));
+    assert_eq!(sub.reset().unwrap()["reason"], "cursor_ahead");
+    assert!(sub.backlog().is_empty());
 }
 
 #[test]
@@ -254,32 +246,26 @@ fn a_cursor_ahead_of_the_room_but_within_the_log_waits_for_the_rest() {
     post(&rooms, "a", 1, "m1");
     // The log holds up to 10; this host has applied only 1 (it is rebuilding).
     rooms.note_log_head(shared::Offset(10));
-    let mut sub = rooms.subscribe(&room("a"), Some(Seq(5))).unwrap();
-    assert!(sub.reset.is_none(), "a cursor within the log is valid");
-    assert!(sub.backlog.is_empty());
-    assert_eq!(
-        sub.covered,
-        Seq(5),
-        "events up to the cursor are the client's already"
-    );
+    let sub = Recorded::new(&rooms, &room("a"), Some(Seq(5)));
+    assert!(sub.reset().is_none(), "a cursor within the log is valid");
+    assert!(sub.backlog().is_empty());
     post(&rooms, "a", 5, "m5");
     post(&rooms, "a", 6, "m6");
-    let live: Vec<u64> = std::iter::from_fn(|| sub.live.try_recv().ok())
-        .filter_map(|f| f.seq)
-        .filter(|s| *s > sub.covered)
-        .map(|s| s.0)
-        .collect();
-    assert_eq!(live, vec![6], "the client gets what it has not seen, once");
+    assert_eq!(
+        sub.live_seqs(),
+        vec![6],
+        "the client gets what it has not seen, once"
+    );
     // Beyond anything the log holds: a cursor from another log.
-    let sub = rooms.subscribe(&room("a"), Some(Seq(11))).unwrap();
-    assert!(sub.reset.is_some());
+    let sub = Recorded::new(&rooms, &room("a"), Some(Seq(11)));
+    assert!(sub.reset().is_some());
 }
 
 #[test]
 fn ephemeral_events_are_pushed_and_never_stored() {
     let rooms = rooms(1000);
     post(&rooms, "a", 1, "m1");
-    let mut live = rooms.subscribe(&room("a"), None).unwrap().live;
+    let live = Recorded::new(&rooms, &room("a"), None);
     let typing = RoomOp::Event {
         name: "typing".into(),
         data: Bytes::from_static(br#"{"who":"ann"}"#),
@@ -289,16 +275,16 @@ fn ephemeral_events_are_pushed_and_never_stored() {
         op(&rooms, "a", 2, typing),
         Outcome::Pushed(EventKind::Event)
     );
-    let f = live.try_recv().unwrap();
-    let v: serde_json::Value = serde_json::from_str(f.json()).unwrap();
+    let frames = live.live();
+    let v: serde_json::Value = serde_json::from_str(frames[0].json()).unwrap();
     assert_eq!(v["event"], "typing");
     assert_eq!(v["ephemeral"], true);
     let r = rooms.get(&room("a")).unwrap();
     assert_eq!(r.head(), Seq(2));
     assert_eq!(r.retained(), (1, 1));
-    let sub = rooms.subscribe(&room("a"), Some(Seq(0))).unwrap();
-    assert_eq!(sub.backlog.len(), 1);
-    assert!(sub.reset.is_none());
+    let sub = Recorded::new(&rooms, &room("a"), Some(Seq(0)));
+    assert_eq!(sub.backlog(), vec![1]);
+    assert!(sub.reset().is_none());
 }
 
 #[test]
@@ -308,7 +294,6 @@ fn history_older_than_the_age_limit_is_dropped() {
             per_room: 100,
             max_age: Duration::from_secs(60),
         },
-        8,
         10,
     );
     let old = now_ms() - 120_000;
@@ -326,96 +311,152 @@ fn history_older_than_the_age_limit_is_dropped() {
     assert_eq!(rooms.stored_messages(), 1);
 }
 
+fn typing() -> RoomOp {
+    RoomOp::Event {
+        name: "typing".into(),
+        data: Bytes::from_static(b"{}"),
+        ephemeral: true,
+    }
+}
+
 #[test]
 fn the_sweeper_removes_only_idle_empty_unwatched_rooms() {
     let rooms = rooms(10);
-    rooms.get_or_create(&room("idle")).unwrap();
-    let sub = rooms.subscribe(&room("watched"), None).unwrap();
-    post(&rooms, "full", 1, "m1");
+    // Written, but nothing retained (an ephemeral event only).
+    op(&rooms, "idle", 1, typing());
+    let watched = Recorded::new(&rooms, &room("watched"), None);
+    op(&rooms, "watched", 2, typing());
+    post(&rooms, "full", 3, "m1");
+    rooms.fan_out_now();
     let later = now_ms() + registry::ROOM_IDLE_AFTER.as_millis() as u64 + 1000;
     assert_eq!(rooms.sweep(now_ms()), 0, "recently touched rooms stay");
     assert_eq!(rooms.sweep(later), 1);
     assert!(rooms.get(&room("idle")).is_none());
     assert!(rooms.get(&room("watched")).is_some());
     assert!(rooms.get(&room("full")).is_some());
-    drop(sub);
+    assert_eq!(rooms.held(), 2, "the removed room gave its slot back");
+    drop(watched);
     assert_eq!(rooms.sweep(later + 120_000), 1);
     assert_eq!(rooms.len(), 1);
 }
 
 #[test]
-fn the_room_limit_refuses_new_rooms_only() {
+fn the_room_limit_refuses_new_rooms_with_events_only() {
     let rooms = Rooms::new(
         Retention {
             per_room: 10,
             max_age: Duration::from_secs(60),
         },
-        8,
         2,
     );
-    rooms.get_or_create(&room("a")).unwrap();
-    rooms.get_or_create(&room("b")).unwrap();
-    assert_eq!(
-        rooms.get_or_create(&room("c")).unwrap_err(),
-        RoomError::TooManyRooms { max: 2 }
+    post(&rooms, "a", 1, "m1");
+    post(&rooms, "b", 2, "m2");
+    let msg = RoomOp::Post {
+        id: None,
+        data: Bytes::from_static(b"{}"),
+    };
+    let err = rooms.apply(&room("c"), Seq(3), now_ms(), &msg).unwrap_err();
+    assert_eq!(err, RoomError::TooManyRooms { max: 2 });
+    assert!(
+        rooms.get(&room("c")).is_none(),
+        "a refused write leaves nothing behind"
     );
-    assert!(rooms.get_or_create(&room("a")).is_ok());
+    post(&rooms, "a", 4, "m4");
+    assert_eq!(rooms.held(), 2);
+}
+
+#[test]
+fn readers_never_take_room_slots_and_cost_nothing_once_gone() {
+    let rooms = Rooms::new(
+        Retention {
+            per_room: 10,
+            max_age: Duration::from_secs(60),
+        },
+        2,
+    );
+    // Many readers of rooms without events.
+    let readers: Vec<Recorded> = (0..100)
+        .map(|i| Recorded::new(&rooms, &room(&format!("r{i}")), Some(Seq(0))))
+        .collect();
+    assert_eq!(rooms.len(), 100);
+    assert_eq!(rooms.held(), 0);
+    // Writes to new rooms still succeed up to the limit, and one of them is a read room.
+    post(&rooms, "r7", 1, "m1");
+    post(&rooms, "new", 2, "m2");
+    assert_eq!(readers[7].live_seqs(), vec![1]);
+    assert_eq!(rooms.held(), 2);
+    let msg = RoomOp::Post {
+        id: None,
+        data: Bytes::from_static(b"{}"),
+    };
+    assert_eq!(
+        rooms.apply(&room("r8"), Seq(3), now_ms(), &msg),
+        Err(RoomError::TooManyRooms { max: 2 })
+    );
+    // Readers leaving remove the rooms they alone kept.
+    drop(readers);
+    assert_eq!(rooms.len(), 2);
+    assert!(rooms.get(&room("r7")).is_some() && rooms.get(&room("new")).is_some());
 }
 
 #[test]
 fn a_new_log_resets_subscribers_and_closes_their_stream() {
     let rooms = rooms(10);
     post(&rooms, "a", 5, "m1");
-    let mut live = rooms.subscribe(&room("a"), None).unwrap().live;
+    let live = Recorded::new(&rooms, &room("a"), None);
     rooms.clear_for_new_log();
-    let reset = live.try_recv().unwrap();
-    assert_eq!(reset.seq, None);
-    assert!(reset.json().contains(r#""reason":"new_log""#));
-    assert_eq!(live.try_recv().unwrap_err(), TryRecvError::Closed);
+    let frames = live.live();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].seq, None);
+    assert!(frames[0].json().contains(r#""reason":"new_log""#));
+    assert!(live.ended());
     assert!(rooms.is_empty());
     assert_eq!(rooms.stored_events(), 0);
+    assert_eq!(rooms.held(), 0);
     // The room comes back fresh and takes lower seqs from the new log.
     post(&rooms, "a", 1, "m1");
     assert_eq!(rooms.get(&room("a")).unwrap().head(), Seq(1));
+    assert!(live.live().is_empty(), "nothing after the end");
 }
 
 #[test]
-fn a_subscriber_sees_every_event_exactly_once_across_concurrent_writes() {
+fn a_subscriber_sees_every_event_exactly_once_across_concurrent_writes_and_fan_outs() {
     let rooms = rooms(100_000);
     let r = room("race");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Every cursor below is within the room when its subscriber joins.
+    for i in 1..=500 {
+        post(&rooms, "race", i, &format!("m{i}"));
+    }
     let writer = {
         let rooms = rooms.clone();
         std::thread::spawn(move || {
-            for i in 1..=2000 {
+            for i in 501..=2000 {
                 post(&rooms, "race", i, &format!("m{i}"));
+            }
+        })
+    };
+    let fanout = {
+        let (rooms, done) = (rooms.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                rooms.fan_out_now();
+                std::thread::yield_now();
             }
         })
     };
     let mut subs = Vec::new();
     for k in 0..50 {
-        subs.push(rooms.subscribe(&r, Some(Seq(k * 10))).unwrap());
+        subs.push((k, Recorded::new(&rooms, &r, Some(Seq(k * 10)))));
     }
     writer.join().unwrap();
-    for (k, sub) in subs.into_iter().enumerate() {
-        let mut seen: Vec<u64> = sub.backlog.iter().map(|f| f.seq.unwrap().0).collect();
-        let mut live = sub.live;
-        let covered = sub.covered;
-        // The channel holds 64 frames: a subscriber that lagged must be told so, never skip silently.
-        loop {
-            match live.try_recv() {
-                Ok(f) if f.seq.unwrap() > covered => seen.push(f.seq.unwrap().0),
-                Ok(_) => {}
-                Err(TryRecvError::Lagged(_)) => {
-                    seen.clear();
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        if seen.is_empty() {
-            continue;
-        }
-        let start = (k as u64) * 10 + 1;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    fanout.join().unwrap();
+    for (k, sub) in subs {
+        assert!(sub.reset().is_none());
+        let mut seen = sub.backlog();
+        seen.extend(sub.live_seqs());
+        let start = k * 10 + 1;
         assert_eq!(seen, (start..=2000).collect::<Vec<_>>(), "subscriber {k}");
     }
 }

@@ -5,9 +5,10 @@ use serde::Deserialize;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::drain::DrainTurn;
+use super::pump::Pump;
 use super::{ConnectionPermit, Transport};
 use crate::http::ApiError;
-use crate::rooms::{RoomId, Seq, Subscription};
+use crate::rooms::{RoomId, Seq};
 use crate::state::AppState;
 
 /// The query string of both stream endpoints.
@@ -19,9 +20,9 @@ pub(super) struct StreamQuery {
 
 /// Everything a connection task owns for its lifetime.
 pub(super) struct Admission {
-    /// Taken before the upgrade, so the backlog is read at request time and live frames
-    /// published during the upgrade wait in the receiver.
-    pub(super) sub: Subscription,
+    /// Subscribed before the upgrade, so the backlog is read at request time and live frames
+    /// published during the upgrade wait in the connection's inbox.
+    pub(super) pump: Pump,
     /// Held until the connection ends: frees a slot of `--max-connections` and keeps the
     /// `ekg_connections` gauge.
     pub(super) permit: ConnectionPermit,
@@ -72,8 +73,8 @@ pub(super) fn parse_request(
 /// token, subscribe to the room.
 ///
 /// # Errors
-/// `503 shutting_down` once the drain started, `503 too_many_connections` at the limit,
-/// `503 too_many_rooms` when the room is new and the host holds its limit of rooms.
+/// `503 shutting_down` once the drain started, `503 too_many_connections` at the limit. A room
+/// without events is never refused: readers hold no slot of `--max-rooms`.
 pub(super) fn acquire(
     state: &AppState,
     transport: Transport,
@@ -87,9 +88,9 @@ pub(super) fn acquire(
         ));
     }
     let permit = state.connections.acquire_or_503(transport)?;
-    let sub = state.rooms.subscribe(&room, after)?;
+    let pump = Pump::subscribe(&state.rooms, &room, after, state.config.send_queue);
     Ok(Admission {
-        sub,
+        pump,
         permit,
         task: state.tasks.token(),
         turn: DrainTurn::draw(state.config.drain_window),

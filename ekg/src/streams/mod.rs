@@ -20,10 +20,9 @@
 //!
 //! Order of frames on every connection: `hello`, then `reset` (when the cursor cannot be
 //! honoured), then the backlog (every retained event with seq > cursor), then live frames. The
-//! room takes the live receiver and the backlog in one critical section, so an event is either
-//! in the backlog (seq <= `covered`) or arrives live; the pump drops every live frame whose seq
-//! is at or below the last seq already queued (`covered`, then the last backlog seq, then each
-//! live frame). Result: no gap and no duplicate, whatever is published meanwhile.
+//! room hands the connection's inbox its start and adds it to the room's subscribers in one
+//! critical section, and hands it live frames in seq order, never one it started after
+//! (`rooms` module docs). Result: no gap and no duplicate, whatever is published meanwhile.
 //!
 //! Frames are `Arc<Frame>`s encoded once per event: WebSocket sends `frame.ws` (a refcounted
 //! `Utf8Bytes`), SSE sends `frame.sse` (a refcounted `Bytes`). Nothing is copied or re-encoded
@@ -31,13 +30,12 @@
 //!
 //! # Send queue and lagging
 //!
-//! Each connection holds at most `send_queue` live frames of its own (the pump's queue), on
-//! top of the room's broadcast channel whose capacity is also `send_queue`. While the socket
-//! does not drain, the task keeps receiving into that queue; a client that falls further
-//! behind (the queue overflows, or the receiver reports `Lagged`) is lagging: WebSocket closes
-//! with 4008 "lagging", SSE sends a final `event: lagging` and ends. It is counted in
+//! Each connection's inbox holds at most `send_queue` live frames. While the socket does not
+//! drain, the room's fan-out keeps adding to it; a client that falls further behind (a
+//! delivery would overflow the inbox) is lagging: WebSocket closes with 4008 "lagging", SSE
+//! sends a final `event: lagging` and ends. It is counted in
 //! `ekg_lagging_disconnects_total{transport}` and resumes from its cursor. The rest of the
-//! room is unaffected: the broadcast channel never waits for a slow receiver.
+//! room is unaffected: the fan-out never waits for a slow client.
 //!
 //! The backlog is not bounded by the send queue (it is shared with the room's history, not
 //! copied): it goes out in order, in chunks of `pump::MAX_BATCH`, before any live frame. Live
@@ -46,11 +44,11 @@
 //!
 //! # Batching
 //!
-//! After each wake-up the pump drains every frame already waiting (`try_recv`), and the
-//! transport hands them all to the socket before flushing once: many frames per write syscall
-//! under load, one frame per write when idle. Socket writes are raced (`select!`) against the
-//! live receiver, the incoming side, the keepalive and the drain, and are cancel-safe: a
-//! blocked client never blocks the task's view of its own lag.
+//! After each wake-up the transport takes every frame waiting in the inbox and hands them all
+//! to the socket before flushing once: many frames per write syscall under load, one frame per
+//! write when idle. Socket writes are raced (`select!`) against the end of the pump, the
+//! incoming side, the keepalive and the drain, and are cancel-safe: a blocked client never
+//! blocks the task's view of its own lag.
 //!
 //! The branches that rarely fire (the WebSocket's incoming side, the drain, the ping or
 //! keepalive timer, the end of an SSE body) sit behind a `gate::Gate`: each is polled only

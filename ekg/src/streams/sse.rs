@@ -27,7 +27,7 @@ use super::admit::{Admission, StreamQuery, acquire, parse_request};
 use super::drain::DrainTurn;
 use super::gate::Gate;
 use super::metrics::ConnectionMetrics;
-use super::pump::{Pump, PumpEnd};
+use super::pump::PumpEnd;
 use crate::rooms::Frame;
 use crate::state::AppState;
 
@@ -119,13 +119,12 @@ impl From<PumpEnd> for Ending {
 /// Run one SSE stream to its end, writing into the body channel.
 async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admission) {
     let Admission {
-        sub,
+        pump,
         permit: _permit,
         task: _task,
         turn,
     } = admission;
     let metrics = ConnectionMetrics::new(Transport::Sse);
-    let mut pump = Pump::new(sub, state.config.send_queue);
 
     // A zero period would panic in `interval`; the config refuses it, this keeps it so.
     let every = state.config.sse_keepalive.max(Duration::from_millis(1));
@@ -146,6 +145,7 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
         if batch.is_empty() {
             pump.take_batch(&mut batch);
         }
+        let idle = batch.is_empty();
         tokio::select! {
             biased;
             turn = std::future::poll_fn(|cx| drain_gate.poll(cx, |cx| drain.as_mut().poll(cx))) => {
@@ -158,7 +158,7 @@ async fn serve(body_tx: mpsc::Sender<Bytes>, state: AppState, admission: Admissi
                 Some(n) => metrics.frames_sent(n),
                 None => break Ending::Gone,
             },
-            filled = pump.fill() => {
+            filled = pump.fill(idle) => {
                 if let Err(end) = filled {
                     break end.into();
                 }

@@ -16,7 +16,8 @@ fn rooms(send_queue: usize) -> Rooms {
         per_room: 10_000,
         max_age: Duration::from_secs(3600),
     };
-    Rooms::new(retention, send_queue, 100)
+    let _ = send_queue;
+    Rooms::new(retention, 100)
 }
 
 fn post(rooms: &Rooms, room: &RoomId, seq: u64) {
@@ -49,7 +50,7 @@ async fn the_pump_sends_hello_then_the_backlog_then_live_frames_in_seq_order() {
     for s in 1..=5 {
         post(&rooms, &room, s * 10);
     }
-    let mut pump = Pump::new(rooms.subscribe(&room, Some(Seq(20))).unwrap(), 64);
+    let pump = Pump::subscribe(&rooms, &room, Some(Seq(20)), 64);
     post(&rooms, &room, 60);
     post(&rooms, &room, 70);
 
@@ -65,7 +66,11 @@ async fn the_pump_sends_hello_then_the_backlog_then_live_frames_in_seq_order() {
         ]
     );
     batch.clear();
-    pump.fill().await.unwrap();
+    {
+        rooms.fan_out_now();
+        pump.fill(true).await
+    }
+    .unwrap();
     pump.take_batch(&mut batch);
     assert_eq!(
         kinds_and_seqs(&batch),
@@ -81,9 +86,13 @@ async fn a_large_backlog_goes_out_in_bounded_batches_before_any_live_frame() {
     for s in 1..=n {
         post(&rooms, &room, s);
     }
-    let mut pump = Pump::new(rooms.subscribe(&room, Some(Seq(0))).unwrap(), 8);
+    let pump = Pump::subscribe(&rooms, &room, Some(Seq(0)), 8);
     post(&rooms, &room, n + 1);
-    pump.fill().await.unwrap();
+    {
+        rooms.fan_out_now();
+        pump.fill(true).await
+    }
+    .unwrap();
 
     let mut all = Vec::new();
     let mut batch = VecDeque::new();
@@ -102,27 +111,43 @@ async fn a_large_backlog_goes_out_in_bounded_batches_before_any_live_frame() {
 async fn a_receiver_that_falls_a_whole_send_queue_behind_is_lagging() {
     let rooms = rooms(4);
     let room = RoomId::parse("lag").unwrap();
-    let mut pump = Pump::new(rooms.subscribe(&room, None).unwrap(), 4);
+    let pump = Pump::subscribe(&rooms, &room, None, 4);
     for s in 1..=6 {
         post(&rooms, &room, s);
     }
-    assert_eq!(pump.fill().await, Err(PumpEnd::Lagging));
+    assert_eq!(
+        {
+            rooms.fan_out_now();
+            pump.fill(true).await
+        },
+        Err(PumpEnd::Lagging)
+    );
 }
 
 #[tokio::test]
 async fn a_pump_queue_that_the_socket_does_not_drain_overflows_into_lagging() {
     let rooms = rooms(4);
     let room = RoomId::parse("slow").unwrap();
-    let mut pump = Pump::new(rooms.subscribe(&room, None).unwrap(), 4);
+    let pump = Pump::subscribe(&rooms, &room, None, 4);
     for s in 1..=3 {
         post(&rooms, &room, s);
     }
-    pump.fill().await.unwrap();
+    {
+        rooms.fan_out_now();
+        pump.fill(true).await
+    }
+    .unwrap();
     for s in 4..=5 {
         post(&rooms, &room, s);
     }
     // Nothing was taken: the queue holds 3, two more overflow its 4 slots.
-    assert_eq!(pump.fill().await, Err(PumpEnd::Lagging));
+    assert_eq!(
+        {
+            rooms.fan_out_now();
+            pump.fill(true).await
+        },
+        Err(PumpEnd::Lagging)
+    );
 }
 
 #[tokio::test]
@@ -130,9 +155,15 @@ async fn a_retired_room_delivers_its_reset_then_ends_the_pump() {
     let rooms = rooms(8);
     let room = RoomId::parse("old").unwrap();
     post(&rooms, &room, 1);
-    let mut pump = Pump::new(rooms.subscribe(&room, None).unwrap(), 8);
+    let pump = Pump::subscribe(&rooms, &room, None, 8);
     rooms.clear_for_new_log();
-    assert_eq!(pump.fill().await, Err(PumpEnd::RoomClosed));
+    assert_eq!(
+        {
+            rooms.fan_out_now();
+            pump.fill(true).await
+        },
+        Err(PumpEnd::RoomClosed)
+    );
     let rest = pump.into_remaining();
     let json: Vec<&str> = rest.iter().map(|f| f.json()).collect();
     assert_eq!(json.len(), 2, "{json:?}");

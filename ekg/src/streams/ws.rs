@@ -25,7 +25,7 @@ use super::admit::{Admission, StreamQuery, acquire, not_websocket, parse_request
 use super::drain::DrainTurn;
 use super::gate::Gate;
 use super::metrics::ConnectionMetrics;
-use super::pump::{Pump, PumpEnd};
+use super::pump::PumpEnd;
 use crate::rooms::Frame;
 use crate::state::AppState;
 
@@ -119,13 +119,12 @@ where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
 {
     let Admission {
-        sub,
+        pump,
         permit: _permit,
         task: _task,
         turn,
     } = admission;
     let metrics = ConnectionMetrics::new(Transport::Ws);
-    let mut pump = Pump::new(sub, state.config.send_queue);
     let (mut sink, mut stream) = socket.split();
 
     // A zero period would panic in `interval`; the config refuses it, this keeps it so.
@@ -164,7 +163,7 @@ where
                     break Ending::Gone;
                 }
             }
-            filled = pump.fill() => {
+            filled = pump.fill(!writing) => {
                 if let Err(end) = filled {
                     break end.into();
                 }
