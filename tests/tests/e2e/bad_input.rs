@@ -171,20 +171,31 @@ async fn bad_input_gets_a_clear_answer_and_changes_nothing() {
     .unwrap();
     let history = stack.ekgs[0].all_messages("a").await.unwrap();
     assert_eq!(history[0]["seq"].as_u64(), Some(good));
-    let dl: Value = c
-        .get(format!("{r}/_reflektor/dead-letters"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let list = dl
-        .as_array()
-        .or_else(|| dl["dead_letters"].as_array())
-        .cloned()
-        .unwrap_or_default();
+    // The host applies the good record of the batch before reflektor has stored the refused
+    // one (it does on the host's answer): wait for the entry.
+    let dead_letters = async || -> Value {
+        c.get(format!("{r}/_reflektor/dead-letters"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let entries = |dl: &Value| {
+        dl.as_array()
+            .or_else(|| dl["dead_letters"].as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let dl = wait_for("the malformed record dead-lettered", DEADLINE, async || {
+        let dl = dead_letters().await;
+        (!entries(&dl).is_empty()).then_some(dl)
+    })
+    .await
+    .unwrap();
+    let list = entries(&dl);
     assert_eq!(list.len(), 1, "the malformed record is dead-lettered: {dl}");
     assert_eq!(list[0]["status"].as_u64(), Some(400));
 
