@@ -6,13 +6,20 @@
 //! requests ([`delivery`]). [`ops`] serves the pool, dead letters, metrics and probes.
 //! Wire formats: `docs/PROTOCOL.md`; operator guide: `docs/REFLEKTOR.md`.
 //!
+//! The log runs on one of two backends ([`log::Log`]): segment files in `--data-dir` (the
+//! default), or, with `--nats`, a JetStream stream that several instances share; in that
+//! cluster mode the host table, delivery leases and dead letters live in JetStream too
+//! ([`cluster`]), and exactly one instance delivers to each host.
+//!
 //! # Lifecycle ([`run`])
 //! 1. Open the log (recovering a torn tail), rebuild the idempotency window from it, load the
-//!    dead letters and the pool's cursors, start a worker per host.
+//!    dead letters and the pool's cursors, start a worker per host. In cluster mode: connect,
+//!    check or create the stream and buckets, start a lease candidate per host.
 //! 2. Serve until `shutdown` is cancelled.
 //! 3. Then: refuse new intake (`503 shutting_down`), let in-flight requests finish, stop the
 //!    workers, close the log (everything appended is synced), save the cursors. All of it
-//!    within `--shutdown-timeout`.
+//!    within `--shutdown-timeout`. In cluster mode a stream replaced under the process (a new
+//!    epoch) also stops it, with an error: its cursors belong to the old log.
 
 pub mod cluster;
 pub mod config;
