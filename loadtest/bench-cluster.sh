@@ -7,16 +7,22 @@
 #
 #   loadtest/bench-cluster.sh              # DURATION=10s, results under $SESSION
 #
-# Environment: DURATION (10s), SESSION (loadtest/results/cluster-<UTC time>), SKIP_BUILD.
+# Environment: DURATION (10s), SESSION (loadtest/results/cluster-<UTC time>), SKIP_BUILD,
+# PROFILE (release; `debug` runs the debug binaries, for a relative comparison only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 SESSION=${SESSION:-loadtest/results/cluster-$(date -u +%Y%m%dT%H%M%SZ)}
-LOADTEST=target/release/loadtest
+PROFILE=${PROFILE:-release}
+BIN=target/$PROFILE
+LOADTEST=$BIN/loadtest
 mkdir -p "$SESSION"
 NATS_SERVER_BIN="$(scripts/install-nats)"
 export NATS_SERVER_BIN
-[ -n "${SKIP_BUILD:-}" ] || cargo build --release --locked -p reflektor -p ekg -p loadtest -p tests --bins
+if [ -z "${SKIP_BUILD:-}" ]; then
+  if [ "$PROFILE" = release ]; then flag=--release; else flag=; fi
+  cargo build $flag --locked -p reflektor -p ekg -p loadtest -p tests --bins
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -29,7 +35,7 @@ trap cleanup EXIT
 
 # The local cluster: NATS x3, reflektor on 27070/27071 (stream "reflektor", 3 replicas),
 # ekg on 27080/27081.
-target/release/stack --cluster --data-dir "$work/stack" --intake-port 27070 --ekg-port 27080 \
+"$BIN/stack" --cluster --data-dir "$work/stack" --intake-port 27070 --ekg-port 27080 \
   > "$work/stack.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do grep -q "Ctrl-C stops" "$work/stack.out" && break; sleep 0.1; done
@@ -39,7 +45,7 @@ secret=$(cat "$work/stack/secret")
 
 # A third instance on a one-replica stream of the same cluster.
 mkdir -p "$work/r1"
-target/release/reflektor --listen 127.0.0.1:27072 --data-dir "$work/r1" --nats "$nats" \
+"$BIN/reflektor" --listen 127.0.0.1:27072 --data-dir "$work/r1" --nats "$nats" \
   --stream bench_r1 --replicas 1 --secret "$secret" > "$work/r1.out" 2> "$work/r1.err" &
 pids+=($!)
 for _ in $(seq 1 300); do grep -q listening "$work/r1.out" && break; sleep 0.1; done
@@ -48,7 +54,7 @@ run() { echo "== $1"; shift; "$LOADTEST" "$@" --out "$SESSION" | tail -n 25; }
 post='rooms/{room}/messages'
 for shape in rate sat; do
   if [ "$shape" = rate ]; then extra=(--rate 10000 --connections 32); else extra=(--connections 64); fi
-  run "intake $shape embedded" intake --spawn "${extra[@]}" --duration "$DURATION" --label "embedded-$shape"
+  run "intake $shape embedded" intake --spawn --bin-dir "$BIN" "${extra[@]}" --duration "$DURATION" --label "embedded-$shape"
   run "intake $shape jetstream R1" intake --url "http://127.0.0.1:27072/$post" "${extra[@]}" --duration "$DURATION" --label "js-r1-$shape"
   run "intake $shape jetstream R3" intake --url "http://127.0.0.1:27070/$post" "${extra[@]}" --duration "$DURATION" --label "js-r3-$shape"
 done
